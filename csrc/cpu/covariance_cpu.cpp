@@ -1,0 +1,102 @@
+// CPU loops for the covariance ops: one Gaussian per iteration, math in
+// moegs/covariance.h.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "moegs/checks.h"
+#include "moegs/covariance.h"
+
+namespace moegs {
+namespace {
+
+constexpr int64_t kGrain = 2048;
+
+void check_inputs(const char* op, const at::Tensor& quats, const at::Tensor& scales) {
+  MOEGS_CHECK_FLOAT(op, quats);
+  MOEGS_CHECK_SAME_DTYPE(op, quats, scales);
+  MOEGS_CHECK_DIM(op, quats, 2);
+  MOEGS_CHECK_SIZE(op, quats, 1, 4);
+  MOEGS_CHECK_DIM(op, scales, 2);
+  MOEGS_CHECK_SIZE(op, scales, 1, 3);
+  MOEGS_CHECK(op, quats.size(0) == scales.size(0), "quats and scales disagree on M: ",
+              quats.sizes(), " vs ", scales.sizes());
+}
+
+template <typename T>
+void covar_fwd_kernel(int64_t n, const T* quats, const T* scales, T* covars) {
+  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* q = quats + 4 * i;
+      const T* s = scales + 3 * i;
+      const mat3<T> c = quat_scale_to_covar(vec4<T>{q[0], q[1], q[2], q[3]}, vec3<T>{s[0], s[1], s[2]});
+      sym3_to_triu(c, covars + 6 * i);
+    }
+  });
+}
+
+template <typename T>
+void covar_bwd_kernel(int64_t n, const T* quats, const T* scales, const T* v_covars, T* v_quats,
+                      T* v_scales) {
+  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* q = quats + 4 * i;
+      const T* s = scales + 3 * i;
+      const T* g = v_covars + 6 * i;
+      // dL/dSigma as a symmetric matrix: off-diagonal entries share the triu gradient.
+      const T t[6] = {g[0], g[1] / T(2), g[2] / T(2), g[3], g[4] / T(2), g[5]};
+      vec4<T> vq;
+      vec3<T> vs;
+      quat_scale_to_covar_vjp(vec4<T>{q[0], q[1], q[2], q[3]}, vec3<T>{s[0], s[1], s[2]},
+                              sym3_from_triu(t), &vq, &vs);
+      T* oq = v_quats + 4 * i;
+      oq[0] = vq.w; oq[1] = vq.x; oq[2] = vq.y; oq[3] = vq.z;
+      T* os = v_scales + 3 * i;
+      os[0] = vs.x; os[1] = vs.y; os[2] = vs.z;
+    }
+  });
+}
+
+at::Tensor quat_scale_to_covar_fwd_cpu(const at::Tensor& quats_in, const at::Tensor& scales_in) {
+  const char* op = "quat_scale_to_covar_fwd";
+  check_inputs(op, quats_in, scales_in);
+  const at::Tensor quats = quats_in.contiguous();
+  const at::Tensor scales = scales_in.contiguous();
+  at::Tensor covars = at::empty({quats.size(0), 6}, quats.options());
+  AT_DISPATCH_FLOATING_TYPES(quats.scalar_type(), "quat_scale_to_covar", [&] {
+    covar_fwd_kernel<scalar_t>(quats.size(0), quats.data_ptr<scalar_t>(),
+                               scales.data_ptr<scalar_t>(), covars.data_ptr<scalar_t>());
+  });
+  return covars;
+}
+
+std::tuple<at::Tensor, at::Tensor> quat_scale_to_covar_bwd_cpu(const at::Tensor& quats_in,
+                                                               const at::Tensor& scales_in,
+                                                               const at::Tensor& v_covars_in) {
+  const char* op = "quat_scale_to_covar_bwd";
+  check_inputs(op, quats_in, scales_in);
+  MOEGS_CHECK_SAME_DTYPE(op, quats_in, v_covars_in);
+  MOEGS_CHECK(op, v_covars_in.dim() == 2 && v_covars_in.size(0) == quats_in.size(0) &&
+                      v_covars_in.size(1) == 6,
+              "v_covars must be [M, 6], got ", v_covars_in.sizes());
+  const at::Tensor quats = quats_in.contiguous();
+  const at::Tensor scales = scales_in.contiguous();
+  const at::Tensor v_covars = v_covars_in.contiguous();
+  at::Tensor v_quats = at::empty_like(quats);
+  at::Tensor v_scales = at::empty_like(scales);
+  AT_DISPATCH_FLOATING_TYPES(quats.scalar_type(), "quat_scale_to_covar", [&] {
+    covar_bwd_kernel<scalar_t>(quats.size(0), quats.data_ptr<scalar_t>(),
+                               scales.data_ptr<scalar_t>(), v_covars.data_ptr<scalar_t>(),
+                               v_quats.data_ptr<scalar_t>(), v_scales.data_ptr<scalar_t>());
+  });
+  return {v_quats, v_scales};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(moegs, CPU, m) {
+  m.impl("quat_scale_to_covar_fwd", &quat_scale_to_covar_fwd_cpu);
+  m.impl("quat_scale_to_covar_bwd", &quat_scale_to_covar_bwd_cpu);
+}
+
+}  // namespace moegs
