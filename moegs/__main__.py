@@ -1,0 +1,5 @@
+import sys
+
+from moegs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""gsplat's DefaultStrategy runs unchanged on moegs's meta and grows / prunes Gaussians."""
+
+import math
+
+import pytest
+import torch
+from gsplat import DefaultStrategy
+
+import moegs
+from tests.scenes import random_scene
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_default_strategy_grows_and_prunes(packed):
+    s, W, H = random_scene(n=200, n_cams=2, width=48, height=40, seed=1)
+    target = torch.rand(2, H, W, 3)
+    params = torch.nn.ParameterDict({
+        "means": s["means"], "scales": torch.log(s["scales"]), "quats": s["quats"],
+        "opacities": torch.logit(s["opacities"]), "colors": torch.logit(s["colors"].clamp(0.05, 0.95)),
+    })
+    params["opacities"].data[:20] = -8.0  # these must be pruned (sigmoid < prune_opa)
+    optimizers = {k: torch.optim.Adam([v], lr=1e-3) for k, v in params.items()}
+    strategy = DefaultStrategy(refine_start_iter=2, refine_every=3, refine_stop_iter=100, grow_grad2d=1e-9,
+                               reset_every=10_000, verbose=False)
+    strategy.check_sanity(params, optimizers)
+    state = strategy.initialize_state(scene_scale=1.0)
+    n0 = len(params["means"])
+    for step in range(6):
+        colors, alphas, info = moegs.rasterization(
+            params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]),
+            torch.sigmoid(params["colors"]), s["viewmats"], s["Ks"], W, H, packed=packed,
+        )
+        strategy.step_pre_backward(params, optimizers, state, step, info)
+        loss = (colors - target).abs().mean()
+        loss.backward()
+        assert info["means2d"].grad is not None and float(info["means2d"].grad.abs().sum()) > 0
+        strategy.step_post_backward(params, optimizers, state, step, info, packed=packed)
+        for opt in optimizers.values():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    n1 = len(params["means"])
+    assert n1 != n0
+    assert float(torch.sigmoid(params["opacities"]).min()) >= strategy.prune_opa  # low-opacity ones are gone
+    assert all(len(v) == n1 for v in params.values())
+    assert math.isfinite(float(loss))
