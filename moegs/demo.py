@@ -94,7 +94,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         loss.backward()
         opt.step()
         if it % 10 == 0 or it == cfg.iters - 1:
-            bar.set_postfix(loss=f"{float(loss):.4f}", psnr=f"{psnr(blended.detach(), timg):.2f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", psnr=f"{psnr(blended.detach(), timg):.2f}")
     seconds = time.perf_counter() - start
 
     with torch.no_grad():

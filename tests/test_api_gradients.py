@@ -31,7 +31,7 @@ def test_vjp_matches_float64_reference(K, R):
         extra = {"bg": bg.to(dtype).clone().requires_grad_(True)}
         if R:
             extra["router"] = router.to(dtype).clone().requires_grad_(True)
-        sc = {**s, **leaves}
+        sc = {**{k: v.to(dtype) for k, v in s.items()}, **leaves}
         outs = fn(sc, extra)
         loss = sum((o.double() * c).sum() for o, c in zip(outs, cot) if o is not None)
         loss.backward()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import moegs
-from moegs import rasterization as rast_module
+from moegs import rendering as rast_module
 from tests.scenes import random_scene
 
 

@@ -40,6 +40,6 @@ def test_default_strategy_grows_and_prunes(packed):
             opt.zero_grad(set_to_none=True)
     n1 = len(params["means"])
     assert n1 != n0
-    assert float(torch.sigmoid(params["opacities"]).min()) >= strategy.prune_opa  # low-opacity ones are gone
+    assert float(torch.sigmoid(params["opacities"].detach()).min()) >= strategy.prune_opa  # low-opacity ones are gone
     assert all(len(v) == n1 for v in params.values())
     assert math.isfinite(float(loss))

@@ -1,0 +1,295 @@
+// CPU tile intersection and per-tile offsets; tile ranges and key layout in
+// moegs/tiles.h.
+//
+// isect_tiles sorts by (image, tile) bucket with a counting sort whose bucket
+// starts come from integer counts, then sorts each bucket by (depth bits,
+// flatten id). Intermediate slot order inside a bucket depends on thread
+// timing, but each bucket is then put in a total order, so the result is the
+// same for any thread count. When the bucket array would dwarf the
+// intersections (many images or tiles, few hits), a stable global key sort is
+// used instead.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <limits>
+#include <tuple>
+#include <vector>
+
+#include "moegs/checks.h"
+#include "moegs/tiles.h"
+
+namespace moegs {
+namespace {
+
+constexpr int64_t kGrain = 1024;
+constexpr int64_t kBucketGrain = 256;
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+
+void check_grid(const char* op, int64_t n_images, int64_t tile_width, int64_t tile_height) {
+  MOEGS_CHECK(op, n_images >= 0, "n_images must be >= 0, got ", n_images);
+  MOEGS_CHECK(op, tile_width >= 1 && tile_height >= 1 && tile_width <= kInt32Max &&
+                      tile_height <= kInt32Max,
+              "tile_width and tile_height must be >= 1, got ", tile_width, " x ", tile_height);
+  const int64_t n_tiles = tile_width * tile_height;
+  MOEGS_CHECK(op, n_tiles <= kInt32Max && isect_key_fits(n_images, n_tiles),
+              "too many images or tiles for the 64-bit intersection key: ", n_images,
+              " images need ", bit_length(static_cast<uint64_t>(n_images)), " bits and ",
+              tile_width, " x ", tile_height, " tiles need ",
+              bit_length(static_cast<uint64_t>(n_tiles)), " bits, at most ", kIsectIdBits,
+              " in total");
+}
+
+void check_isect_inputs(const char* op, const at::Tensor& means2d, const at::Tensor& radii,
+                        const at::Tensor& depths, const at::Tensor& image_ids, int64_t n_images,
+                        int64_t tile_size) {
+  MOEGS_CHECK_FLOAT(op, means2d);
+  MOEGS_CHECK_DIM(op, means2d, 2);
+  MOEGS_CHECK_SIZE(op, means2d, 1, 2);
+  const int64_t m = means2d.size(0);
+  MOEGS_CHECK_DTYPE(op, radii, at::kInt);
+  MOEGS_CHECK(op, radii.dim() == 2 && radii.size(0) == m && radii.size(1) == 2,
+              "radii must be [M, 2] like means2d ", means2d.sizes(), ", got ", radii.sizes());
+  MOEGS_CHECK_SAME_DTYPE(op, means2d, depths);
+  MOEGS_CHECK(op, depths.dim() == 1 && depths.size(0) == m, "depths must be [M] with M = ", m,
+              ", got ", depths.sizes());
+  MOEGS_CHECK_DTYPE(op, image_ids, at::kInt);
+  MOEGS_CHECK(op, image_ids.dim() == 1 && image_ids.size(0) == m,
+              "image_ids must be [M] with M = ", m, ", got ", image_ids.sizes());
+  MOEGS_CHECK(op, m <= kInt32Max, "at most 2^31 - 1 entries (int32 flatten ids), got ", m);
+  MOEGS_CHECK(op, tile_size >= 1 && tile_size <= kInt32Max, "tile_size must be >= 1, got ",
+              tile_size);
+  if (m > 0) {
+    const int64_t lo = image_ids.min().item<int64_t>();
+    const int64_t hi = image_ids.max().item<int64_t>();
+    MOEGS_CHECK(op, lo >= 0 && hi < n_images, "image_ids must lie in [0, n_images = ", n_images,
+                "), got values in [", lo, ", ", hi, "]");
+  }
+}
+
+// Tile rectangle and count of every entry.
+// means2d [M, 2], radii [M, 2] -> rects [M], tiles_per_gauss [M]
+template <typename T>
+void tile_rects_kernel(int64_t m, const T* means2d, const int32_t* radii, int32_t tile_size,
+                       int32_t tile_width, int32_t tile_height, TileRect* rects,
+                       int32_t* tiles_per_gauss) {
+  at::parallel_for(0, m, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const TileRect r = tile_rect(means2d[2 * i], means2d[2 * i + 1], radii[2 * i],
+                                   radii[2 * i + 1], tile_size, tile_width, tile_height);
+      rects[i] = r;
+      tiles_per_gauss[i] = static_cast<int32_t>(tile_rect_area(r));
+    }
+  });
+}
+
+// Counting sort by (image, tile) bucket. Writes the sorted keys and flatten ids.
+// rects [M], depths [M], image_ids [M]; starts [n_buckets + 1] receives the
+// bucket boundaries; isect_ids [n], flatten_ids [n].
+template <typename T>
+void bucket_sort_isects(int64_t m, const TileRect* rects, const T* depths, const int32_t* image_ids,
+                        int64_t n_tiles, int32_t tile_width, int tile_n_bits,
+                        std::vector<int64_t>& starts, int64_t* isect_ids, int32_t* flatten_ids) {
+  const int64_t n_buckets = static_cast<int64_t>(starts.size()) - 1;
+  std::vector<int32_t> counts(n_buckets, 0);
+  // Integer counts: the totals do not depend on the order of the increments.
+  at::parallel_for(0, m, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const TileRect r = rects[i];
+      const int64_t base = static_cast<int64_t>(image_ids[i]) * n_tiles;
+      for (int32_t ty = r.y0; ty < r.y1; ++ty)
+        for (int32_t tx = r.x0; tx < r.x1; ++tx)
+          std::atomic_ref<int32_t>(counts[base + int64_t(ty) * tile_width + tx])
+              .fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+  starts[0] = 0;
+  for (int64_t b = 0; b < n_buckets; ++b) starts[b + 1] = starts[b] + counts[b];
+  for (int64_t b = 0; b < n_buckets; ++b) counts[b] = 0;  // reused as fill cursors
+
+  // Scatter (depth bits << 32 | flatten id) into the buckets, kept in the
+  // isect_ids buffer until the per-bucket sort.
+  uint64_t* packed = reinterpret_cast<uint64_t*>(isect_ids);
+  at::parallel_for(0, m, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const TileRect r = rects[i];
+      if (r.x0 == r.x1 || r.y0 == r.y1) continue;
+      const uint64_t value = (uint64_t(depth_key_bits(depths[i])) << 32) | uint64_t(i);
+      const int64_t base = static_cast<int64_t>(image_ids[i]) * n_tiles;
+      for (int32_t ty = r.y0; ty < r.y1; ++ty)
+        for (int32_t tx = r.x0; tx < r.x1; ++tx) {
+          const int64_t b = base + int64_t(ty) * tile_width + tx;
+          const int32_t slot =
+              std::atomic_ref<int32_t>(counts[b]).fetch_add(1, std::memory_order_relaxed);
+          packed[starts[b] + slot] = value;
+        }
+    }
+  });
+
+  // Order each bucket by (depth bits, flatten id), then expand to full keys.
+  at::parallel_for(0, n_buckets, kBucketGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t s = starts[b], e = starts[b + 1];
+      if (s == e) continue;
+      std::sort(packed + s, packed + e);
+      const int64_t image = b / n_tiles, tile = b % n_tiles;
+      for (int64_t j = s; j < e; ++j) {
+        const uint64_t v = packed[j];
+        flatten_ids[j] = static_cast<int32_t>(v & 0xffffffffu);
+        isect_ids[j] = isect_key(image, tile, static_cast<uint32_t>(v >> 32), tile_n_bits);
+      }
+    }
+  });
+}
+
+// Fallback for sparse grids: fill keys in flatten-id order, then a stable sort
+// by key (ties keep the flatten-id order). rects, tiles_per_gauss, depths,
+// image_ids [M] -> sorted (isect_ids [n], flatten_ids [n]).
+template <typename T>
+std::tuple<at::Tensor, at::Tensor> global_sort_isects(int64_t m, int64_t n, const TileRect* rects,
+                                                      const int32_t* tiles_per_gauss,
+                                                      const T* depths, const int32_t* image_ids,
+                                                      int32_t tile_width, int tile_n_bits,
+                                                      const at::TensorOptions& opts) {
+  std::vector<int64_t> first(m + 1);
+  first[0] = 0;
+  for (int64_t i = 0; i < m; ++i) first[i + 1] = first[i] + tiles_per_gauss[i];
+  at::Tensor keys = at::empty({n}, opts.dtype(at::kLong));
+  at::Tensor ids = at::empty({n}, opts.dtype(at::kInt));
+  int64_t* k = keys.data_ptr<int64_t>();
+  int32_t* f = ids.data_ptr<int32_t>();
+  at::parallel_for(0, m, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const TileRect r = rects[i];
+      const uint32_t depth_bits = depth_key_bits(depths[i]);
+      int64_t j = first[i];
+      for (int32_t ty = r.y0; ty < r.y1; ++ty)
+        for (int32_t tx = r.x0; tx < r.x1; ++tx, ++j) {
+          k[j] = isect_key(image_ids[i], int64_t(ty) * tile_width + tx, depth_bits, tile_n_bits);
+          f[j] = static_cast<int32_t>(i);
+        }
+    }
+  });
+  auto [sorted, order] = keys.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
+  return {sorted, ids.index_select(0, order)};
+}
+
+// means2d [M, 2], radii [M, 2] int32, depths [M], image_ids [M] int32
+//   -> (tiles_per_gauss [M] int32, isect_ids [n] int64, flatten_ids [n] int32)
+std::tuple<at::Tensor, at::Tensor, at::Tensor> isect_tiles_cpu(
+    const at::Tensor& means2d_in, const at::Tensor& radii_in, const at::Tensor& depths_in,
+    const at::Tensor& image_ids_in, int64_t n_images, int64_t tile_size, int64_t tile_width,
+    int64_t tile_height) {
+  const char* op = "isect_tiles";
+  check_grid(op, n_images, tile_width, tile_height);
+  check_isect_inputs(op, means2d_in, radii_in, depths_in, image_ids_in, n_images, tile_size);
+  const at::Tensor means2d = means2d_in.contiguous();
+  const at::Tensor radii = radii_in.contiguous();
+  const at::Tensor depths = depths_in.contiguous();
+  const at::Tensor image_ids = image_ids_in.contiguous();
+  const int64_t m = means2d.size(0);
+  const int64_t n_tiles = tile_width * tile_height;
+  const int tile_n_bits = bit_length(static_cast<uint64_t>(n_tiles));
+  const auto opts = means2d.options();
+
+  at::Tensor tiles_per_gauss = at::empty({m}, opts.dtype(at::kInt));
+  std::vector<TileRect> rects(m);
+  AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "isect_tiles", [&] {
+    tile_rects_kernel<scalar_t>(m, means2d.data_ptr<scalar_t>(), radii.data_ptr<int32_t>(),
+                                static_cast<int32_t>(tile_size), static_cast<int32_t>(tile_width),
+                                static_cast<int32_t>(tile_height), rects.data(),
+                                tiles_per_gauss.data_ptr<int32_t>());
+  });
+  const int32_t* tpg = tiles_per_gauss.data_ptr<int32_t>();
+  const int64_t n = at::parallel_reduce(
+      0, m, kGrain, int64_t(0),
+      [&](int64_t begin, int64_t end, int64_t acc) {
+        for (int64_t i = begin; i < end; ++i) acc += tpg[i];
+        return acc;
+      },
+      [](int64_t a, int64_t b) { return a + b; });
+  MOEGS_CHECK(op, n <= kInt32Max, n, " intersections exceed the int32 offsets limit (2^31 - 1)");
+
+  const int64_t n_buckets = n_images * n_tiles;
+  if (n_buckets > 4 * n + (int64_t(1) << 20)) {
+    at::Tensor isect_ids, flatten_ids;
+    AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "isect_tiles", [&] {
+      std::tie(isect_ids, flatten_ids) = global_sort_isects<scalar_t>(
+          m, n, rects.data(), tpg, depths.data_ptr<scalar_t>(), image_ids.data_ptr<int32_t>(),
+          static_cast<int32_t>(tile_width), tile_n_bits, opts);
+    });
+    return {tiles_per_gauss, isect_ids, flatten_ids};
+  }
+  at::Tensor isect_ids = at::empty({n}, opts.dtype(at::kLong));
+  at::Tensor flatten_ids = at::empty({n}, opts.dtype(at::kInt));
+  if (n > 0) {
+    std::vector<int64_t> starts(n_buckets + 1);
+    AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "isect_tiles", [&] {
+      bucket_sort_isects<scalar_t>(m, rects.data(), depths.data_ptr<scalar_t>(),
+                                   image_ids.data_ptr<int32_t>(), n_tiles,
+                                   static_cast<int32_t>(tile_width), tile_n_bits, starts,
+                                   isect_ids.data_ptr<int64_t>(), flatten_ids.data_ptr<int32_t>());
+    });
+  }
+  return {tiles_per_gauss, isect_ids, flatten_ids};
+}
+
+// isect_ids [n] int64 -> offsets [n_images, tile_height, tile_width] int32
+at::Tensor isect_offset_encode_cpu(const at::Tensor& isect_ids_in, int64_t n_images,
+                                   int64_t tile_width, int64_t tile_height) {
+  const char* op = "isect_offset_encode";
+  check_grid(op, n_images, tile_width, tile_height);
+  MOEGS_CHECK_DTYPE(op, isect_ids_in, at::kLong);
+  MOEGS_CHECK_DIM(op, isect_ids_in, 1);
+  const int64_t n = isect_ids_in.size(0);
+  MOEGS_CHECK(op, n <= kInt32Max, n, " intersections exceed the int32 offsets limit (2^31 - 1)");
+  const at::Tensor isect_ids = isect_ids_in.contiguous();
+  const int64_t n_tiles = tile_width * tile_height;
+  const int64_t n_buckets = n_images * n_tiles;
+  const int tile_n_bits = bit_length(static_cast<uint64_t>(n_tiles));
+  at::Tensor offsets =
+      at::empty({n_images, tile_height, tile_width}, isect_ids.options().dtype(at::kInt));
+  if (n == 0) return offsets.zero_();
+  const int64_t* keys = isect_ids.data_ptr<int64_t>();
+  auto bucket = [&](int64_t j) { return isect_key_bucket(keys[j], tile_n_bits, n_tiles); };
+
+  // Keys must name valid (image, tile) pairs in non-decreasing order.
+  const int64_t first_bad = at::parallel_reduce(
+      0, n, kGrain, n,
+      [&](int64_t begin, int64_t end, int64_t acc) {
+        for (int64_t j = begin; j < end && j < acc; ++j) {
+          const int64_t b = bucket(j);
+          if (b < 0 || b >= n_buckets || (j > 0 && b < bucket(j - 1))) return j;
+        }
+        return acc;
+      },
+      [](int64_t a, int64_t b) { return std::min(a, b); });
+  MOEGS_CHECK(op, first_bad == n, "isect_ids must be sorted keys of ", n_images, " images and ",
+              tile_width, " x ", tile_height, " tiles; entry ", first_bad, " (",
+              first_bad < n ? keys[first_bad] : 0, ") is out of range or out of order");
+
+  // Entry j starts every bucket in (bucket(j - 1), bucket(j)]; the last entry
+  // also ends the rest. Each bucket is written by exactly one entry.
+  int32_t* out = offsets.data_ptr<int32_t>();
+  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t cur = bucket(j);
+      const int64_t prev = j > 0 ? bucket(j - 1) : -1;
+      for (int64_t b = prev + 1; b <= cur; ++b) out[b] = static_cast<int32_t>(j);
+      if (j == n - 1)
+        for (int64_t b = cur + 1; b < n_buckets; ++b) out[b] = static_cast<int32_t>(n);
+    }
+  });
+  return offsets;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(moegs, CPU, m) {
+  m.impl("isect_tiles", &isect_tiles_cpu);
+  m.impl("isect_offset_encode", &isect_offset_encode_cpu);
+}
+
+}  // namespace moegs

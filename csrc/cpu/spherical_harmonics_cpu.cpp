@@ -1,0 +1,117 @@
+// CPU loops for the spherical-harmonics ops: one Gaussian per iteration, math
+// in moegs/sh.h.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "moegs/checks.h"
+#include "moegs/sh.h"
+
+namespace moegs {
+namespace {
+
+constexpr int64_t kGrain = 1024;
+
+void check_inputs(const char* op, int64_t degree, const at::Tensor& dirs,
+                  const at::Tensor& coeffs) {
+  MOEGS_CHECK(op, degree >= 0 && degree <= kShMaxDegree, "degree must be in 0..", kShMaxDegree,
+              ", got ", degree);
+  MOEGS_CHECK_FLOAT(op, dirs);
+  MOEGS_CHECK_SAME_DTYPE(op, dirs, coeffs);
+  MOEGS_CHECK_DIM(op, dirs, 2);
+  MOEGS_CHECK_SIZE(op, dirs, 1, 3);
+  MOEGS_CHECK_DIM(op, coeffs, 3);
+  MOEGS_CHECK_SIZE(op, coeffs, 2, 3);
+  MOEGS_CHECK(op, coeffs.size(0) == dirs.size(0), "dirs and coeffs disagree on M: ", dirs.sizes(),
+              " vs ", coeffs.sizes());
+  MOEGS_CHECK(op, coeffs.size(1) >= sh_num_bases(static_cast<int>(degree)), "degree ", degree,
+              " needs ", sh_num_bases(static_cast<int>(degree)), " coefficients per colour, got ",
+              coeffs.sizes());
+}
+
+// dirs [M, 3], coeffs [M, Kc, 3] -> colors [M, 3]
+template <typename T>
+void sh_fwd_kernel(int64_t m, int64_t kc, int degree, const T* dirs, const T* coeffs, T* colors) {
+  at::parallel_for(0, m, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* d = dirs + 3 * i;
+      sh_to_color(degree, vec3<T>{d[0], d[1], d[2]}, coeffs + 3 * kc * i, colors + 3 * i);
+    }
+  });
+}
+
+// dirs [M, 3], coeffs [M, Kc, 3], colors [M, 3], v_colors [M, 3]
+//   -> v_dirs [M, 3] (skipped when null), v_coeffs [M, Kc, 3]
+template <typename T>
+void sh_bwd_kernel(int64_t m, int64_t kc, int degree, const T* dirs, const T* coeffs,
+                   const T* colors, const T* v_colors, T* v_dirs, T* v_coeffs) {
+  const int nb = sh_num_bases(degree);
+  at::parallel_for(0, m, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* d = dirs + 3 * i;
+      T* vc = v_coeffs + 3 * kc * i;
+      for (int64_t j = 3 * nb; j < 3 * kc; ++j) vc[j] = T(0);
+      vec3<T> vd;
+      sh_to_color_vjp(degree, vec3<T>{d[0], d[1], d[2]}, coeffs + 3 * kc * i, colors + 3 * i,
+                      v_colors + 3 * i, vc, v_dirs != nullptr ? &vd : nullptr);
+      if (v_dirs != nullptr) {
+        T* o = v_dirs + 3 * i;
+        o[0] = vd.x; o[1] = vd.y; o[2] = vd.z;
+      }
+    }
+  });
+}
+
+// dirs [M, 3], coeffs [M, Kc, 3] -> colors [M, 3]
+at::Tensor spherical_harmonics_fwd_cpu(int64_t degree, const at::Tensor& dirs_in,
+                                       const at::Tensor& coeffs_in) {
+  const char* op = "spherical_harmonics_fwd";
+  check_inputs(op, degree, dirs_in, coeffs_in);
+  const at::Tensor dirs = dirs_in.contiguous();
+  const at::Tensor coeffs = coeffs_in.contiguous();
+  at::Tensor colors = at::empty({dirs.size(0), 3}, dirs.options());
+  AT_DISPATCH_FLOATING_TYPES(dirs.scalar_type(), "spherical_harmonics_fwd", [&] {
+    sh_fwd_kernel<scalar_t>(dirs.size(0), coeffs.size(1), static_cast<int>(degree),
+                            dirs.data_ptr<scalar_t>(), coeffs.data_ptr<scalar_t>(),
+                            colors.data_ptr<scalar_t>());
+  });
+  return colors;
+}
+
+// dirs [M, 3], coeffs [M, Kc, 3], colors [M, 3], v_colors [M, 3]
+//   -> (v_dirs [M, 3] or [0], v_coeffs [M, Kc, 3])
+std::tuple<at::Tensor, at::Tensor> spherical_harmonics_bwd_cpu(
+    int64_t degree, const at::Tensor& dirs_in, const at::Tensor& coeffs_in,
+    const at::Tensor& colors_in, const at::Tensor& v_colors_in, bool compute_v_dirs) {
+  const char* op = "spherical_harmonics_bwd";
+  check_inputs(op, degree, dirs_in, coeffs_in);
+  MOEGS_CHECK_SAME_DTYPE(op, dirs_in, colors_in);
+  MOEGS_CHECK_SAME_DTYPE(op, dirs_in, v_colors_in);
+  MOEGS_CHECK(op, colors_in.sizes() == dirs_in.sizes(), "colors must be [M, 3] like dirs, got ",
+              colors_in.sizes());
+  MOEGS_CHECK(op, v_colors_in.sizes() == dirs_in.sizes(),
+              "v_colors must be [M, 3] like dirs, got ", v_colors_in.sizes());
+  const at::Tensor dirs = dirs_in.contiguous();
+  const at::Tensor coeffs = coeffs_in.contiguous();
+  const at::Tensor colors = colors_in.contiguous();
+  const at::Tensor v_colors = v_colors_in.contiguous();
+  at::Tensor v_coeffs = at::empty_like(coeffs);
+  at::Tensor v_dirs = compute_v_dirs ? at::empty_like(dirs) : at::empty({0}, dirs.options());
+  AT_DISPATCH_FLOATING_TYPES(dirs.scalar_type(), "spherical_harmonics_bwd", [&] {
+    sh_bwd_kernel<scalar_t>(dirs.size(0), coeffs.size(1), static_cast<int>(degree),
+                            dirs.data_ptr<scalar_t>(), coeffs.data_ptr<scalar_t>(),
+                            colors.data_ptr<scalar_t>(), v_colors.data_ptr<scalar_t>(),
+                            compute_v_dirs ? v_dirs.data_ptr<scalar_t>() : nullptr,
+                            v_coeffs.data_ptr<scalar_t>());
+  });
+  return {v_dirs, v_coeffs};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(moegs, CPU, m) {
+  m.impl("spherical_harmonics_fwd", &spherical_harmonics_fwd_cpu);
+  m.impl("spherical_harmonics_bwd", &spherical_harmonics_bwd_cpu);
+}
+
+}  // namespace moegs
