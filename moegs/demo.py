@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from moegs.blend import blend_experts
-from moegs.demo_scene import make_views
+from moegs.demo_scene import SKY, make_views
 from moegs.multi_expert import rasterize_experts
 from moegs.utils.png import write_png
 
@@ -34,7 +34,7 @@ class DemoConfig:
     num_experts: int = 3
     width: int = 64
     height: int = 64
-    train_views: int = 6
+    train_views: int = 14
     test_views: int = 2
     seed: int = 0
 
@@ -47,7 +47,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def _init_params(cfg: DemoConfig):
     g = torch.Generator().manual_seed(cfg.seed)
     n = cfg.n_gaussians
-    means = (torch.rand(n, 3, generator=g) * 2 - 1) * torch.tensor([1.3, 1.3, 0.7]) + torch.tensor([0, 0, 0.1])
+    means = (torch.rand(n, 3, generator=g) * 2 - 1) * torch.tensor([1.5, 1.5, 0.55]) + torch.tensor([0, 0, -0.05])
     return {
         "means": means,
         "log_scales": torch.full((n, 3), math.log(0.06)) + 0.1 * torch.randn(n, 3, generator=g),
@@ -63,7 +63,7 @@ def _render(params, expert_ids, cfg, viewmats, Ks):
         params["means"], params["quats"], torch.exp(params["log_scales"]),
         torch.sigmoid(params["opacity_logits"]), torch.sigmoid(params["color_logits"]), viewmats, Ks,
         cfg.width, cfg.height, expert_ids, cfg.num_experts, router_features=params["gate_logits"],
-        router_background=0.0,
+        backgrounds=torch.tensor(SKY), router_background=0.0,
     )
     blended, weights = blend_experts(out.colors, out.router, return_weights=True)  # [C, H, W, 3]
     return blended, weights, out
@@ -73,7 +73,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     torch.manual_seed(cfg.seed)
     os.makedirs(cfg.out, exist_ok=True)
     views = make_views(cfg.train_views + cfg.test_views, cfg.width, cfg.height)
-    test = views[:: max(1, len(views) // cfg.test_views)][: cfg.test_views]
+    step = len(views) // cfg.test_views
+    test = [views[step // 2 + i * step] for i in range(cfg.test_views)]
     train = [v for v in views if all(v is not t for t in test)]
     tv = torch.stack([v.viewmat for v in train])
     tk = torch.stack([v.K for v in train])

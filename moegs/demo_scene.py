@@ -18,6 +18,7 @@ SPHERES = (  # centre (x, y, z), radius, colour
     ((0.2, -0.9, 0.1), 0.40, (0.90, 0.75, 0.20)),
 )
 FLOOR_Z = -0.55
+FLOOR_RADIUS = 1.6
 SKY = (0.55, 0.70, 0.90)
 LIGHT = (0.4, -0.3, 0.85)
 
@@ -75,12 +76,10 @@ def ray_cast(viewmat: Tensor, K: Tensor, width: int, height: int) -> Tensor:
         color = torch.where(hit[..., None], torch.tensor(rgb, dtype=torch.float64), color)
     # floor
     t = (FLOOR_Z - o[..., 2]) / d[..., 2]
-    hit = (d[..., 2] < 0) & (t > 1e-6) & (t < best_t)
     p = o + t[..., None] * d
+    hit = (d[..., 2] < 0) & (t > 1e-6) & (t < best_t) & ((p[..., :2] ** 2).sum(-1) < FLOOR_RADIUS**2)
     checker = ((torch.floor(p[..., 0] * 2) + torch.floor(p[..., 1] * 2)) % 2 == 0).to(torch.float64)
     floor_rgb = (0.35 + 0.45 * checker)[..., None].expand_as(d)
-    fade = torch.exp(-0.08 * (p[..., :2] ** 2).sum(-1))[..., None]
-    floor_rgb = floor_rgb * fade + torch.tensor(SKY, dtype=torch.float64) * (1 - fade)
     best_t = torch.where(hit, t, best_t)
     normal = torch.where(hit[..., None], torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), normal)
     color = torch.where(hit[..., None], floor_rgb, color)
@@ -89,11 +88,13 @@ def ray_cast(viewmat: Tensor, K: Tensor, width: int, height: int) -> Tensor:
     return shaded.clamp(0, 1).to(torch.float32)
 
 
-def make_views(n_views: int, width: int, height: int, radius: float = 3.2, elevation: float = 1.1) -> List[View]:
+def make_views(n_views: int, width: int, height: int, radius: float = 3.6) -> List[View]:
+    """Cameras on a circle around the origin, alternating between two elevations."""
     views = []
     K = intrinsics(width, height)
     for k in range(n_views):
         a = 2 * math.pi * k / n_views + 0.3
+        elevation = 1.0 if k % 2 == 0 else 2.0
         vm = look_at((radius * math.cos(a), radius * math.sin(a), elevation))
         views.append(View(vm.to(torch.float32), K.to(torch.float32), ray_cast(vm, K, width, height)))
     return views
