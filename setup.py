@@ -9,6 +9,7 @@ the environment:
 * ``TORCH_CUDA_ARCH_LIST`` the CUDA architectures, as for any torch extension
                           (default here: 8.0 8.6 8.9 9.0+PTX).
 * ``MOEGS_DEBUG=1``       -O0 -g instead of -O3.
+* ``MOEGS_PTXAS_VERBOSE=1`` print ptxas register / spill reports of the CUDA kernels.
 
 By default CUDA kernels are built when the installed torch is a CUDA build and
 nvcc is found. The chosen configuration is printed.
@@ -79,6 +80,8 @@ def extension_modules():
     extra = {"cxx": opt + ["-fopenmp", "-fvisibility=hidden"]}
     if with_cuda:
         extra["nvcc"] = opt + ["--expt-relaxed-constexpr", "-lineinfo"]
+        if _flag("MOEGS_PTXAS_VERBOSE"):
+            extra["nvcc"] += ["-Xptxas", "-v"]
     ext_cls = CUDAExtension if with_cuda else CppExtension
     ext = ext_cls(
         name="moegs._C",

@@ -42,4 +42,4 @@ def test_default_strategy_grows_and_prunes(packed):
     assert n1 != n0
     assert float(torch.sigmoid(params["opacities"].detach()).min()) >= strategy.prune_opa  # low-opacity ones are gone
     assert all(len(v) == n1 for v in params.values())
-    assert math.isfinite(float(loss))
+    assert math.isfinite(float(loss.detach()))

@@ -6,22 +6,12 @@
 
 #include "moegs/checks.h"
 #include "moegs/covariance.h"
+#include "../ops/covariance_checks.h"
 
 namespace moegs {
 namespace {
 
 constexpr int64_t kGrain = 2048;
-
-void check_inputs(const char* op, const at::Tensor& quats, const at::Tensor& scales) {
-  MOEGS_CHECK_FLOAT(op, quats);
-  MOEGS_CHECK_SAME_DTYPE(op, quats, scales);
-  MOEGS_CHECK_DIM(op, quats, 2);
-  MOEGS_CHECK_SIZE(op, quats, 1, 4);
-  MOEGS_CHECK_DIM(op, scales, 2);
-  MOEGS_CHECK_SIZE(op, scales, 1, 3);
-  MOEGS_CHECK(op, quats.size(0) == scales.size(0), "quats and scales disagree on M: ",
-              quats.sizes(), " vs ", scales.sizes());
-}
 
 template <typename T>
 void covar_fwd_kernel(int64_t n, const T* quats, const T* scales, T* covars) {
@@ -43,12 +33,10 @@ void covar_bwd_kernel(int64_t n, const T* quats, const T* scales, const T* v_cov
       const T* q = quats + 4 * i;
       const T* s = scales + 3 * i;
       const T* g = v_covars + 6 * i;
-      // dL/dSigma as a symmetric matrix: off-diagonal entries share the triu gradient.
-      const T t[6] = {g[0], g[1] / T(2), g[2] / T(2), g[3], g[4] / T(2), g[5]};
       vec4<T> vq;
       vec3<T> vs;
-      quat_scale_to_covar_vjp(vec4<T>{q[0], q[1], q[2], q[3]}, vec3<T>{s[0], s[1], s[2]},
-                              sym3_from_triu(t), &vq, &vs);
+      quat_scale_to_covar_vjp_triu(vec4<T>{q[0], q[1], q[2], q[3]}, vec3<T>{s[0], s[1], s[2]}, g,
+                                   &vq, &vs);
       T* oq = v_quats + 4 * i;
       oq[0] = vq.w; oq[1] = vq.x; oq[2] = vq.y; oq[3] = vq.z;
       T* os = v_scales + 3 * i;
@@ -59,7 +47,7 @@ void covar_bwd_kernel(int64_t n, const T* quats, const T* scales, const T* v_cov
 
 at::Tensor quat_scale_to_covar_fwd_cpu(const at::Tensor& quats_in, const at::Tensor& scales_in) {
   const char* op = "quat_scale_to_covar_fwd";
-  check_inputs(op, quats_in, scales_in);
+  check_covar_inputs(op, quats_in, scales_in);
   const at::Tensor quats = quats_in.contiguous();
   const at::Tensor scales = scales_in.contiguous();
   at::Tensor covars = at::empty({quats.size(0), 6}, quats.options());
@@ -74,11 +62,7 @@ std::tuple<at::Tensor, at::Tensor> quat_scale_to_covar_bwd_cpu(const at::Tensor&
                                                                const at::Tensor& scales_in,
                                                                const at::Tensor& v_covars_in) {
   const char* op = "quat_scale_to_covar_bwd";
-  check_inputs(op, quats_in, scales_in);
-  MOEGS_CHECK_SAME_DTYPE(op, quats_in, v_covars_in);
-  MOEGS_CHECK(op, v_covars_in.dim() == 2 && v_covars_in.size(0) == quats_in.size(0) &&
-                      v_covars_in.size(1) == 6,
-              "v_covars must be [M, 6], got ", v_covars_in.sizes());
+  check_covar_bwd_inputs(op, quats_in, scales_in, v_covars_in);
   const at::Tensor quats = quats_in.contiguous();
   const at::Tensor scales = scales_in.contiguous();
   const at::Tensor v_covars = v_covars_in.contiguous();

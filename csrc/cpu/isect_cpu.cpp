@@ -14,60 +14,18 @@
 
 #include <algorithm>
 #include <atomic>
-#include <limits>
 #include <tuple>
 #include <vector>
 
 #include "moegs/checks.h"
 #include "moegs/tiles.h"
+#include "../ops/isect_checks.h"
 
 namespace moegs {
 namespace {
 
 constexpr int64_t kGrain = 1024;
 constexpr int64_t kBucketGrain = 256;
-constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-
-void check_grid(const char* op, int64_t n_images, int64_t tile_width, int64_t tile_height) {
-  MOEGS_CHECK(op, n_images >= 0, "n_images must be >= 0, got ", n_images);
-  MOEGS_CHECK(op, tile_width >= 1 && tile_height >= 1 && tile_width <= kInt32Max &&
-                      tile_height <= kInt32Max,
-              "tile_width and tile_height must be >= 1, got ", tile_width, " x ", tile_height);
-  const int64_t n_tiles = tile_width * tile_height;
-  MOEGS_CHECK(op, n_tiles <= kInt32Max && isect_key_fits(n_images, n_tiles),
-              "too many images or tiles for the 64-bit intersection key: ", n_images,
-              " images need ", bit_length(static_cast<uint64_t>(n_images)), " bits and ",
-              tile_width, " x ", tile_height, " tiles need ",
-              bit_length(static_cast<uint64_t>(n_tiles)), " bits, at most ", kIsectIdBits,
-              " in total");
-}
-
-void check_isect_inputs(const char* op, const at::Tensor& means2d, const at::Tensor& radii,
-                        const at::Tensor& depths, const at::Tensor& image_ids, int64_t n_images,
-                        int64_t tile_size) {
-  MOEGS_CHECK_FLOAT(op, means2d);
-  MOEGS_CHECK_DIM(op, means2d, 2);
-  MOEGS_CHECK_SIZE(op, means2d, 1, 2);
-  const int64_t m = means2d.size(0);
-  MOEGS_CHECK_DTYPE(op, radii, at::kInt);
-  MOEGS_CHECK(op, radii.dim() == 2 && radii.size(0) == m && radii.size(1) == 2,
-              "radii must be [M, 2] like means2d ", means2d.sizes(), ", got ", radii.sizes());
-  MOEGS_CHECK_SAME_DTYPE(op, means2d, depths);
-  MOEGS_CHECK(op, depths.dim() == 1 && depths.size(0) == m, "depths must be [M] with M = ", m,
-              ", got ", depths.sizes());
-  MOEGS_CHECK_DTYPE(op, image_ids, at::kInt);
-  MOEGS_CHECK(op, image_ids.dim() == 1 && image_ids.size(0) == m,
-              "image_ids must be [M] with M = ", m, ", got ", image_ids.sizes());
-  MOEGS_CHECK(op, m <= kInt32Max, "at most 2^31 - 1 entries (int32 flatten ids), got ", m);
-  MOEGS_CHECK(op, tile_size >= 1 && tile_size <= kInt32Max, "tile_size must be >= 1, got ",
-              tile_size);
-  if (m > 0) {
-    const int64_t lo = image_ids.min().item<int64_t>();
-    const int64_t hi = image_ids.max().item<int64_t>();
-    MOEGS_CHECK(op, lo >= 0 && hi < n_images, "image_ids must lie in [0, n_images = ", n_images,
-                "), got values in [", lo, ", ", hi, "]");
-  }
-}
 
 // Tile rectangle and count of every entry.
 // means2d [M, 2], radii [M, 2] -> rects [M], tiles_per_gauss [M]
@@ -183,7 +141,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> isect_tiles_cpu(
     const at::Tensor& image_ids_in, int64_t n_images, int64_t tile_size, int64_t tile_width,
     int64_t tile_height) {
   const char* op = "isect_tiles";
-  check_grid(op, n_images, tile_width, tile_height);
+  check_isect_grid(op, n_images, tile_width, tile_height);
   check_isect_inputs(op, means2d_in, radii_in, depths_in, image_ids_in, n_images, tile_size);
   const at::Tensor means2d = means2d_in.contiguous();
   const at::Tensor radii = radii_in.contiguous();
@@ -210,7 +168,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> isect_tiles_cpu(
         return acc;
       },
       [](int64_t a, int64_t b) { return a + b; });
-  MOEGS_CHECK(op, n <= kInt32Max, n, " intersections exceed the int32 offsets limit (2^31 - 1)");
+  check_isect_count(op, n);
 
   const int64_t n_buckets = n_images * n_tiles;
   if (n_buckets > 4 * n + (int64_t(1) << 20)) {
@@ -240,11 +198,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> isect_tiles_cpu(
 at::Tensor isect_offset_encode_cpu(const at::Tensor& isect_ids_in, int64_t n_images,
                                    int64_t tile_width, int64_t tile_height) {
   const char* op = "isect_offset_encode";
-  check_grid(op, n_images, tile_width, tile_height);
-  MOEGS_CHECK_DTYPE(op, isect_ids_in, at::kLong);
-  MOEGS_CHECK_DIM(op, isect_ids_in, 1);
-  const int64_t n = isect_ids_in.size(0);
-  MOEGS_CHECK(op, n <= kInt32Max, n, " intersections exceed the int32 offsets limit (2^31 - 1)");
+  check_isect_grid(op, n_images, tile_width, tile_height);
+  const int64_t n = check_offset_encode_inputs(op, isect_ids_in);
   const at::Tensor isect_ids = isect_ids_in.contiguous();
   const int64_t n_tiles = tile_width * tile_height;
   const int64_t n_buckets = n_images * n_tiles;
@@ -253,33 +208,24 @@ at::Tensor isect_offset_encode_cpu(const at::Tensor& isect_ids_in, int64_t n_ima
       at::empty({n_images, tile_height, tile_width}, isect_ids.options().dtype(at::kInt));
   if (n == 0) return offsets.zero_();
   const int64_t* keys = isect_ids.data_ptr<int64_t>();
-  auto bucket = [&](int64_t j) { return isect_key_bucket(keys[j], tile_n_bits, n_tiles); };
 
   // Keys must name valid (image, tile) pairs in non-decreasing order.
   const int64_t first_bad = at::parallel_reduce(
       0, n, kGrain, n,
       [&](int64_t begin, int64_t end, int64_t acc) {
         for (int64_t j = begin; j < end && j < acc; ++j) {
-          const int64_t b = bucket(j);
-          if (b < 0 || b >= n_buckets || (j > 0 && b < bucket(j - 1))) return j;
+          if (isect_key_bad(keys, j, tile_n_bits, n_tiles, n_buckets)) return j;
         }
         return acc;
       },
       [](int64_t a, int64_t b) { return std::min(a, b); });
-  MOEGS_CHECK(op, first_bad == n, "isect_ids must be sorted keys of ", n_images, " images and ",
-              tile_width, " x ", tile_height, " tiles; entry ", first_bad, " (",
-              first_bad < n ? keys[first_bad] : 0, ") is out of range or out of order");
+  check_isect_keys_sorted(op, first_bad, n, first_bad < n ? keys[first_bad] : 0, n_images,
+                          tile_width, tile_height);
 
-  // Entry j starts every bucket in (bucket(j - 1), bucket(j)]; the last entry
-  // also ends the rest. Each bucket is written by exactly one entry.
   int32_t* out = offsets.data_ptr<int32_t>();
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
-      const int64_t cur = bucket(j);
-      const int64_t prev = j > 0 ? bucket(j - 1) : -1;
-      for (int64_t b = prev + 1; b <= cur; ++b) out[b] = static_cast<int32_t>(j);
-      if (j == n - 1)
-        for (int64_t b = cur + 1; b < n_buckets; ++b) out[b] = static_cast<int32_t>(n);
+      isect_write_offsets(keys, j, n, tile_n_bits, n_tiles, n_buckets, out);
     }
   });
   return offsets;

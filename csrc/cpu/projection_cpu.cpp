@@ -12,52 +12,12 @@
 
 #include "moegs/checks.h"
 #include "moegs/projection.h"
+#include "../ops/projection_checks.h"
 
 namespace moegs {
 namespace {
 
 constexpr int64_t kGrain = 1024;
-
-// Per-pair viewmat partial: rows 0..2 of [v_r | v_t], row-major.
-constexpr int64_t kViewGradSize = 12;
-
-void check_shape(const char* op, const at::Tensor& x, const char* name, at::IntArrayRef want) {
-  MOEGS_CHECK(op, x.sizes() == want, name, " must have shape ", want, ", got ", x.sizes());
-}
-
-void check_floating_like(const char* op, const at::Tensor& x, const char* name,
-                         const at::Tensor& means) {
-  MOEGS_CHECK(op, x.scalar_type() == means.scalar_type(), name, " must have the dtype of means (",
-              means.scalar_type(), "), got ", x.scalar_type());
-  MOEGS_CHECK(op, x.device() == means.device(), name, " is on ", x.device(),
-              " but means is on ", means.device());
-}
-
-// Shapes of the forward inputs; returns (B, C, N).
-std::tuple<int64_t, int64_t, int64_t> check_camera_inputs(const char* op, const at::Tensor& means,
-                                                          const at::Tensor& covars,
-                                                          const at::Tensor& viewmats,
-                                                          const at::Tensor& ks, int64_t width,
-                                                          int64_t height, int64_t camera_model) {
-  MOEGS_CHECK_FLOAT(op, means);
-  MOEGS_CHECK(op, means.dim() == 3 && means.size(2) == 3, "means must be [B, N, 3], got ",
-              means.sizes());
-  MOEGS_CHECK(op, viewmats.dim() == 4, "viewmats must be [B, C, 4, 4], got ", viewmats.sizes());
-  const int64_t b = means.size(0), n = means.size(1), c = viewmats.size(1);
-  check_shape(op, covars, "covars [B, N, 6]", {b, n, 6});
-  check_shape(op, viewmats, "viewmats [B, C, 4, 4]", {b, c, 4, 4});
-  check_shape(op, ks, "Ks [B, C, 3, 3]", {b, c, 3, 3});
-  check_floating_like(op, covars, "covars", means);
-  check_floating_like(op, viewmats, "viewmats", means);
-  check_floating_like(op, ks, "Ks", means);
-  MOEGS_CHECK(op, width > 0 && height > 0 && width <= INT32_MAX && height <= INT32_MAX,
-              "image size must be positive, got width ", width, " and height ", height);
-  MOEGS_CHECK(op,
-              camera_model >= 0 && camera_model <= INT32_MAX &&
-                  camera_model_supported(static_cast<int32_t>(camera_model)),
-              "unsupported camera_model ", camera_model, " (0 = pinhole, 1 = orthographic)");
-  return {b, c, n};
-}
 
 template <typename T>
 void project_fwd_kernel(const ProjectionParams& params, int64_t nb, int64_t nc, int64_t nn,
@@ -91,12 +51,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> project_f
     int64_t height, double eps2d, double near_plane, double far_plane, double radius_clip,
     bool calc_compensations, int64_t camera_model) {
   const char* op = "project_fwd";
-  const auto [nb, nc, nn] = check_camera_inputs(op, means_in, covars_in, viewmats_in, ks_in, width,
-                                                height, camera_model);
-  if (opacities_in.has_value()) {
-    check_shape(op, *opacities_in, "opacities [B, N]", {nb, nn});
-    check_floating_like(op, *opacities_in, "opacities", means_in);
-  }
+  const auto [nb, nc, nn] = check_project_fwd_inputs(op, means_in, covars_in, viewmats_in, ks_in,
+                                                     opacities_in, width, height, camera_model);
   const at::Tensor means = means_in.contiguous();
   const at::Tensor covars = covars_in.contiguous();
   const at::Tensor viewmats = viewmats_in.contiguous();
@@ -125,60 +81,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> project_f
   return {radii, means2d, depths, conics, compensations};
 }
 
-// Forward inputs and outputs, and the output cotangents, of the backward.
-template <typename T>
-struct BwdArgs {
-  const T* means;            // [B, N, 3]
-  const T* covars;           // [B, N, 6]
-  const T* viewmats;         // [B, C, 4, 4]
-  const T* ks;               // [B, C, 3, 3]
-  const int32_t* radii;      // [B, C, N, 2]
-  const T* conics;           // [B, C, N, 3]
-  const T* compensations;    // [B, C, N] or nullptr
-  const T* v_means2d;        // [B, C, N, 2]
-  const T* v_depths;         // [B, C, N]
-  const T* v_conics;         // [B, C, N, 3]
-  const T* v_compensations;  // [B, C, N] or nullptr
-};
-
 // Pass 1, over (b, n): v_means, v_covars summed over c in order, and each
 // pair's viewmat partial into view_partials [B, C, N, 12] (when not nullptr).
 template <typename T>
 void project_bwd_gaussians(const ProjectionParams& params, int64_t nb, int64_t nc, int64_t nn,
-                           const BwdArgs<T>& a, T* v_means, T* v_covars, T* view_partials) {
+                           const ProjectionBwdArgs<T>& a, T* v_means, T* v_covars,
+                           T* view_partials) {
   const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, nc));
   at::parallel_for(0, nb * nn, grain, [&](int64_t begin, int64_t end) {
     for (int64_t g = begin; g < end; ++g) {
-      const int64_t b = g / nn, n = g % nn;
-      T vm[3] = {T(0), T(0), T(0)};
-      T vc[6] = {T(0), T(0), T(0), T(0), T(0), T(0)};
-      for (int64_t c = 0; c < nc; ++c) {
-        const int64_t cam = b * nc + c;
-        const int64_t i = cam * nn + n;  // (b, c, n)
-        T* partial = view_partials != nullptr ? view_partials + kViewGradSize * i : nullptr;
-        if (a.radii[2 * i] <= 0 || a.radii[2 * i + 1] <= 0) {
-          if (partial != nullptr) std::fill(partial, partial + kViewGradSize, T(0));
-          continue;
-        }
-        const ProjectionGrad<T> d = project_gaussian_vjp(
-            params, a.means + 3 * g, a.covars + 6 * g, a.viewmats + 16 * cam, a.ks + 9 * cam,
-            a.conics + 3 * i, a.compensations != nullptr ? a.compensations[i] : T(0),
-            vec2<T>{a.v_means2d[2 * i], a.v_means2d[2 * i + 1]}, a.v_depths[i],
-            a.v_conics + 3 * i, a.v_compensations != nullptr ? a.v_compensations + i : nullptr);
-        vm[0] += d.v_mean.x;
-        vm[1] += d.v_mean.y;
-        vm[2] += d.v_mean.z;
-        for (int k = 0; k < 6; ++k) vc[k] += d.v_covar[k];
-        if (partial != nullptr) {
-          const T t[3] = {d.v_view.t.x, d.v_view.t.y, d.v_view.t.z};
-          for (int r = 0; r < 3; ++r) {
-            for (int k = 0; k < 3; ++k) partial[4 * r + k] = d.v_view.r.m[r][k];
-            partial[4 * r + 3] = t[r];
-          }
-        }
-      }
-      for (int k = 0; k < 3; ++k) v_means[3 * g + k] = vm[k];
-      for (int k = 0; k < 6; ++k) v_covars[6 * g + k] = vc[k];
+      project_bwd_gaussian(params, nc, nn, g, a, v_means, v_covars, view_partials);
     }
   });
 }
@@ -210,30 +122,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_bwd_cpu(
     const at::Tensor& v_depths_in, const at::Tensor& v_conics_in,
     const std::optional<at::Tensor>& v_compensations_in, bool viewmats_requires_grad) {
   const char* op = "project_bwd";
-  const auto [nb, nc, nn] = check_camera_inputs(op, means_in, covars_in, viewmats_in, ks_in, width,
-                                                height, camera_model);
-  MOEGS_CHECK_DTYPE(op, radii_in, at::kInt);
-  check_shape(op, radii_in, "radii [B, C, N, 2]", {nb, nc, nn, 2});
-  check_shape(op, conics_in, "conics [B, C, N, 3]", {nb, nc, nn, 3});
-  check_shape(op, v_means2d_in, "v_means2d [B, C, N, 2]", {nb, nc, nn, 2});
-  check_shape(op, v_depths_in, "v_depths [B, C, N]", {nb, nc, nn});
-  check_shape(op, v_conics_in, "v_conics [B, C, N, 3]", {nb, nc, nn, 3});
-  check_floating_like(op, conics_in, "conics", means_in);
-  check_floating_like(op, v_means2d_in, "v_means2d", means_in);
-  check_floating_like(op, v_depths_in, "v_depths", means_in);
-  check_floating_like(op, v_conics_in, "v_conics", means_in);
-  MOEGS_CHECK(op, radii_in.device() == means_in.device(), "radii is on ", radii_in.device(),
-              " but means is on ", means_in.device());
-  if (v_compensations_in.has_value()) {
-    MOEGS_CHECK(op, compensations_in.has_value(),
-                "v_compensations needs the forward's compensations");
-    check_shape(op, *v_compensations_in, "v_compensations [B, C, N]", {nb, nc, nn});
-    check_floating_like(op, *v_compensations_in, "v_compensations", means_in);
-  }
-  if (compensations_in.has_value()) {
-    check_shape(op, *compensations_in, "compensations [B, C, N]", {nb, nc, nn});
-    check_floating_like(op, *compensations_in, "compensations", means_in);
-  }
+  const auto [nb, nc, nn] = check_project_bwd_inputs(
+      op, means_in, covars_in, viewmats_in, ks_in, width, height, camera_model, radii_in,
+      conics_in, compensations_in, v_means2d_in, v_depths_in, v_conics_in, v_compensations_in);
 
   const at::Tensor means = means_in.contiguous();
   const at::Tensor covars = covars_in.contiguous();
@@ -262,7 +153,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_bwd_cpu(
                                  : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_bwd", [&] {
-    BwdArgs<scalar_t> a;
+    ProjectionBwdArgs<scalar_t> a;
     a.means = means.data_ptr<scalar_t>();
     a.covars = covars.data_ptr<scalar_t>();
     a.viewmats = viewmats.data_ptr<scalar_t>();

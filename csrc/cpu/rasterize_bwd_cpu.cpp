@@ -19,7 +19,7 @@
 
 #include "moegs/checks.h"
 #include "moegs/composite.h"
-#include "rasterize_cpu.h"
+#include "../ops/rasterize_checks.h"
 
 namespace moegs {
 namespace {
@@ -102,12 +102,7 @@ void backprop_pixel(const BwdArgs<T>& a, const RasterizeDims& d, const Composite
     v_alphas[k] = a.v_alphas[o];
     const T* bg = a.backgrounds + (i * K + k) * F;
     T* v_bg = a.tile_v_backgrounds + (tile * K + k) * F;
-    T dot = T(0);
-    for (int64_t f = 0; f < F; ++f) {
-      dot += bg[f] * v_render[k][f];
-      v_bg[f] += trans[k] * v_render[k][f];
-    }
-    v_bg_dot[k] = dot;
+    v_bg_dot[k] = composite_finish_vjp(bg, F, trans[k], v_render[k], v_bg);
   }
   std::fill(s.behind.begin(), s.behind.end(), T(0));
 

@@ -9,7 +9,7 @@
 
 #include "moegs/checks.h"
 #include "moegs/composite.h"
-#include "rasterize_cpu.h"
+#include "../ops/rasterize_checks.h"
 
 namespace moegs {
 namespace {

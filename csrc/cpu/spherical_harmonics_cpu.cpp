@@ -6,28 +6,12 @@
 
 #include "moegs/checks.h"
 #include "moegs/sh.h"
+#include "../ops/spherical_harmonics_checks.h"
 
 namespace moegs {
 namespace {
 
 constexpr int64_t kGrain = 1024;
-
-void check_inputs(const char* op, int64_t degree, const at::Tensor& dirs,
-                  const at::Tensor& coeffs) {
-  MOEGS_CHECK(op, degree >= 0 && degree <= kShMaxDegree, "degree must be in 0..", kShMaxDegree,
-              ", got ", degree);
-  MOEGS_CHECK_FLOAT(op, dirs);
-  MOEGS_CHECK_SAME_DTYPE(op, dirs, coeffs);
-  MOEGS_CHECK_DIM(op, dirs, 2);
-  MOEGS_CHECK_SIZE(op, dirs, 1, 3);
-  MOEGS_CHECK_DIM(op, coeffs, 3);
-  MOEGS_CHECK_SIZE(op, coeffs, 2, 3);
-  MOEGS_CHECK(op, coeffs.size(0) == dirs.size(0), "dirs and coeffs disagree on M: ", dirs.sizes(),
-              " vs ", coeffs.sizes());
-  MOEGS_CHECK(op, coeffs.size(1) >= sh_num_bases(static_cast<int>(degree)), "degree ", degree,
-              " needs ", sh_num_bases(static_cast<int>(degree)), " coefficients per colour, got ",
-              coeffs.sizes());
-}
 
 // dirs [M, 3], coeffs [M, Kc, 3] -> colors [M, 3]
 template <typename T>
@@ -66,7 +50,7 @@ void sh_bwd_kernel(int64_t m, int64_t kc, int degree, const T* dirs, const T* co
 at::Tensor spherical_harmonics_fwd_cpu(int64_t degree, const at::Tensor& dirs_in,
                                        const at::Tensor& coeffs_in) {
   const char* op = "spherical_harmonics_fwd";
-  check_inputs(op, degree, dirs_in, coeffs_in);
+  check_sh_inputs(op, degree, dirs_in, coeffs_in);
   const at::Tensor dirs = dirs_in.contiguous();
   const at::Tensor coeffs = coeffs_in.contiguous();
   at::Tensor colors = at::empty({dirs.size(0), 3}, dirs.options());
@@ -84,13 +68,7 @@ std::tuple<at::Tensor, at::Tensor> spherical_harmonics_bwd_cpu(
     int64_t degree, const at::Tensor& dirs_in, const at::Tensor& coeffs_in,
     const at::Tensor& colors_in, const at::Tensor& v_colors_in, bool compute_v_dirs) {
   const char* op = "spherical_harmonics_bwd";
-  check_inputs(op, degree, dirs_in, coeffs_in);
-  MOEGS_CHECK_SAME_DTYPE(op, dirs_in, colors_in);
-  MOEGS_CHECK_SAME_DTYPE(op, dirs_in, v_colors_in);
-  MOEGS_CHECK(op, colors_in.sizes() == dirs_in.sizes(), "colors must be [M, 3] like dirs, got ",
-              colors_in.sizes());
-  MOEGS_CHECK(op, v_colors_in.sizes() == dirs_in.sizes(),
-              "v_colors must be [M, 3] like dirs, got ", v_colors_in.sizes());
+  check_sh_bwd_inputs(op, degree, dirs_in, coeffs_in, colors_in, v_colors_in);
   const at::Tensor dirs = dirs_in.contiguous();
   const at::Tensor coeffs = coeffs_in.contiguous();
   const at::Tensor colors = colors_in.contiguous();

@@ -26,6 +26,6 @@
   MOEGS_CHECK(op, (x).size(dim) == (n), #x ".size(", dim, ") must be ", n, ", got shape ", \
               (x).sizes())
 
-#define MOEGS_CHECK_DEVICE(op, x, device)                                                  \
-  MOEGS_CHECK(op, (x).device() == (device), #x " is on ", (x).device(), " but expected ", \
-              device)
+#define MOEGS_CHECK_DEVICE(op, x, expected_device)                                          \
+  MOEGS_CHECK(op, (x).device() == (expected_device), #x " is on ", (x).device(), " but expected ", \
+              expected_device)

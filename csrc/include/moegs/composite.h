@@ -136,6 +136,13 @@ MOEGS_HD T transmittance_behind(T trans, T alpha) {
   return trans * (T(1) - alpha);
 }
 
+// Transmittance in front of a Gaussian of opacity alpha, from the one behind
+// it: the inverse of transmittance_behind, up to rounding.
+template <typename T>
+MOEGS_HD T transmittance_in_front(T trans_behind, T alpha) {
+  return trans_behind / (T(1) - alpha);
+}
+
 // One front-to-back step for the Gaussian's expert, F features. Returns false
 // (and changes nothing) if the expert is saturated by this Gaussian: the
 // Gaussian is not added and the expert takes no more Gaussians. Otherwise
@@ -155,6 +162,20 @@ MOEGS_HD bool composite_step(const T* feature, int64_t F, T alpha, T min_transmi
 template <typename T>
 MOEGS_HD void composite_finish(const T* acc, const T* background, int64_t F, T trans, T* out) {
   for (int64_t f = 0; f < F; ++f) out[f] = acc[f] + trans * background[f];
+}
+
+// VJP of composite_finish for the background, F features: adds dL/dbg =
+// trans v_render to v_background and returns sum_f bg[f] v_render[f] (the
+// v_bg_dot of composite_step_vjp).
+template <typename T>
+MOEGS_HD T composite_finish_vjp(const T* background, int64_t F, T trans, const T* v_render,
+                                T* v_background) {
+  T dot = T(0);
+  for (int64_t f = 0; f < F; ++f) {
+    dot += background[f] * v_render[f];
+    v_background[f] += trans * v_render[f];
+  }
+  return dot;
 }
 
 // VJP of one composite_step that added a Gaussian, visited back to front.

@@ -100,4 +100,15 @@ MOEGS_HD void quat_scale_to_covar_vjp(vec4<T> q, vec3<T> s, const mat3<T>& v_cov
   *v_q = quat_normalize_vjp(q, quat_to_rotmat_vjp(qn, v_r));
 }
 
+// quat_scale_to_covar_vjp with the gradient given w.r.t. the stored upper
+// triangle v_triu [6] (xx, xy, xz, yy, yz, zz): each off-diagonal entry of the
+// symmetric matrix gets half of its triangle entry's gradient.
+template <typename T>
+MOEGS_HD void quat_scale_to_covar_vjp_triu(vec4<T> q, vec3<T> s, const T* v_triu, vec4<T>* v_q,
+                                           vec3<T>* v_s) {
+  const T t[6] = {v_triu[0], v_triu[1] / T(2), v_triu[2] / T(2),
+                  v_triu[3], v_triu[4] / T(2), v_triu[5]};
+  quat_scale_to_covar_vjp(q, s, sym3_from_triu(t), v_q, v_s);
+}
+
 }  // namespace moegs

@@ -527,4 +527,67 @@ MOEGS_HD ProjectionGrad<T> project_gaussian_vjp(const ProjectionParams& params, 
   return g;
 }
 
+// ------------------------------------------------------------ backward of one Gaussian
+
+// Per-pair viewmat gradient: rows 0..2 of [v_r | v_t], row-major.
+constexpr int kViewGradSize = 12;
+
+// Forward inputs and outputs, and the output cotangents, of the backward.
+template <typename T>
+struct ProjectionBwdArgs {
+  const T* means;            // [B, N, 3]
+  const T* covars;           // [B, N, 6]
+  const T* viewmats;         // [B, C, 4, 4]
+  const T* ks;               // [B, C, 3, 3]
+  const int32_t* radii;      // [B, C, N, 2]
+  const T* conics;           // [B, C, N, 3]
+  const T* compensations;    // [B, C, N] or nullptr
+  const T* v_means2d;        // [B, C, N, 2]
+  const T* v_depths;         // [B, C, N]
+  const T* v_conics;         // [B, C, N, 3]
+  const T* v_compensations;  // [B, C, N] or nullptr
+};
+
+// Backward of Gaussian g = b * nn + n over the nc cameras of its batch b.
+// Writes v_means [3] and v_covars [6] of g, summed over cameras in order, and,
+// when view_partials [B, C, N, kViewGradSize] is not nullptr, each pair's
+// viewmat partial (zeros for culled pairs). Both backends call this per g, so
+// the summation order is the same on each.
+template <typename T>
+MOEGS_HD void project_bwd_gaussian(const ProjectionParams& params, int64_t nc, int64_t nn,
+                                   int64_t g, const ProjectionBwdArgs<T>& a, T* v_means,
+                                   T* v_covars, T* view_partials) {
+  const int64_t b = g / nn, n = g % nn;
+  T vm[3] = {T(0), T(0), T(0)};
+  T vc[6] = {T(0), T(0), T(0), T(0), T(0), T(0)};
+  for (int64_t c = 0; c < nc; ++c) {
+    const int64_t cam = b * nc + c;
+    const int64_t i = cam * nn + n;  // (b, c, n)
+    T* partial = view_partials != nullptr ? view_partials + kViewGradSize * i : nullptr;
+    if (a.radii[2 * i] <= 0 || a.radii[2 * i + 1] <= 0) {
+      if (partial != nullptr)
+        for (int k = 0; k < kViewGradSize; ++k) partial[k] = T(0);
+      continue;
+    }
+    const ProjectionGrad<T> d = project_gaussian_vjp(
+        params, a.means + 3 * g, a.covars + 6 * g, a.viewmats + 16 * cam, a.ks + 9 * cam,
+        a.conics + 3 * i, a.compensations != nullptr ? a.compensations[i] : T(0),
+        vec2<T>{a.v_means2d[2 * i], a.v_means2d[2 * i + 1]}, a.v_depths[i], a.v_conics + 3 * i,
+        a.v_compensations != nullptr ? a.v_compensations + i : nullptr);
+    vm[0] += d.v_mean.x;
+    vm[1] += d.v_mean.y;
+    vm[2] += d.v_mean.z;
+    for (int k = 0; k < 6; ++k) vc[k] += d.v_covar[k];
+    if (partial != nullptr) {
+      const T t[3] = {d.v_view.t.x, d.v_view.t.y, d.v_view.t.z};
+      for (int r = 0; r < 3; ++r) {
+        for (int k = 0; k < 3; ++k) partial[4 * r + k] = d.v_view.r.m[r][k];
+        partial[4 * r + 3] = t[r];
+      }
+    }
+  }
+  for (int k = 0; k < 3; ++k) v_means[3 * g + k] = vm[k];
+  for (int k = 0; k < 6; ++k) v_covars[6 * g + k] = vc[k];
+}
+
 }  // namespace moegs

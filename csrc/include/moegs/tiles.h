@@ -104,4 +104,26 @@ MOEGS_HD int64_t isect_key_bucket(int64_t key, int tile_n_bits, int64_t n_tiles)
   return (high >> tile_n_bits) * n_tiles + tile;
 }
 
+// Whether entry j of a key array breaks the contract of the offsets: its key
+// names no (image, tile) bucket of the grid, or a bucket before entry j - 1's.
+MOEGS_HD bool isect_key_bad(const int64_t* keys, int64_t j, int tile_n_bits, int64_t n_tiles,
+                            int64_t n_buckets) {
+  const int64_t b = isect_key_bucket(keys[j], tile_n_bits, n_tiles);
+  return b < 0 || b >= n_buckets ||
+         (j > 0 && b < isect_key_bucket(keys[j - 1], tile_n_bits, n_tiles));
+}
+
+// Offsets written by entry j of n sorted, valid keys: entry j starts every
+// bucket in (bucket(j - 1), bucket(j)], and the last entry also ends the rest
+// (their offset is n). Each bucket of offsets [n_buckets] is written by
+// exactly one entry, so the entries can be processed in any order.
+MOEGS_HD void isect_write_offsets(const int64_t* keys, int64_t j, int64_t n, int tile_n_bits,
+                                  int64_t n_tiles, int64_t n_buckets, int32_t* offsets) {
+  const int64_t cur = isect_key_bucket(keys[j], tile_n_bits, n_tiles);
+  const int64_t prev = j > 0 ? isect_key_bucket(keys[j - 1], tile_n_bits, n_tiles) : -1;
+  for (int64_t b = prev + 1; b <= cur; ++b) offsets[b] = static_cast<int32_t>(j);
+  if (j == n - 1)
+    for (int64_t b = cur + 1; b < n_buckets; ++b) offsets[b] = static_cast<int32_t>(n);
+}
+
 }  // namespace moegs

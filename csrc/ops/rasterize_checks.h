@@ -1,20 +1,34 @@
-// Argument checks of the rasterization ops (see rasterize_cpu.h).
+// Argument checks of rasterize_experts_{fwd,bwd}, shared by the CPU and CUDA
+// wrappers (tensors as in csrc/ops/rasterize.cpp). Every failure raises a
+// RuntimeError naming the op.
+//
+// The value checks (expert ids, flatten ids, tile offsets, last ids) read the
+// data. On CPU they loop over it directly. Elsewhere one combined ATen
+// reduction decides (a single host sync per call); only if it fails is the data
+// copied to the host, where the same loops name the first bad value.
+#pragma once
+
+#include <ATen/ATen.h>
+
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "moegs/checks.h"
-#include "rasterize_cpu.h"
+#include "moegs/composite.h"
 
 namespace moegs {
-namespace {
+namespace rasterize_checks {
 
 // Leading shape of means2d [..., 2]: the shape every per-Gaussian input shares.
-at::IntArrayRef leading(const at::Tensor& means2d) {
+inline at::IntArrayRef leading(const at::Tensor& means2d) {
   return means2d.sizes().slice(0, means2d.dim() - 1);
 }
 
-void check_per_gaussian(const char* op, const at::Tensor& means2d, const at::Tensor& x,
-                        const char* name, int64_t last) {
+// x must be [..., last] (last > 0), [..., F] (last == 0) or [...] (last < 0)
+// with the leading shape of means2d.
+inline void check_per_gaussian(const char* op, const at::Tensor& means2d, const at::Tensor& x,
+                               const char* name, int64_t last) {
   const at::IntArrayRef lead = leading(means2d);
   const bool ok = last < 0 ? x.sizes() == lead
                            : (x.dim() == means2d.dim() && x.sizes().slice(0, lead.size()) == lead &&
@@ -29,8 +43,10 @@ void check_per_gaussian(const char* op, const at::Tensor& means2d, const at::Ten
   }
 }
 
-void check_values(const char* op, const RasterizeDims& d, const at::Tensor& expert_ids,
-                  const at::Tensor& isect_offsets, const at::Tensor& flatten_ids) {
+// The value loops over host tensors: raise at the first bad value.
+inline void check_values_host(const char* op, const RasterizeDims& d,
+                              const at::Tensor& expert_ids, const at::Tensor& isect_offsets,
+                              const at::Tensor& flatten_ids) {
   const at::Tensor ids = expert_ids.contiguous();
   const int32_t* e = ids.data_ptr<int32_t>();
   for (int64_t g = 0; g < d.num_entries; ++g) {
@@ -54,16 +70,80 @@ void check_values(const char* op, const RasterizeDims& d, const at::Tensor& expe
   }
 }
 
-}  // namespace
+// Same conditions as check_values_host, as one boolean tensor on the inputs' device.
+inline at::Tensor values_ok(const RasterizeDims& d, const at::Tensor& expert_ids,
+                            const at::Tensor& isect_offsets, const at::Tensor& flatten_ids) {
+  const at::Tensor ids_ok = expert_ids.ge(0).logical_and(expert_ids.lt(d.num_experts)).all();
+  const at::Tensor flat_ok = flatten_ids.ge(0).logical_and(flatten_ids.lt(d.num_entries)).all();
+  const at::Tensor off = isect_offsets.reshape({-1}).to(at::kLong);
+  const at::Tensor next =
+      at::cat({off.slice(0, 1), at::full({1}, d.num_isects, off.options())});
+  const at::Tensor off_ok =
+      off.ge(0).logical_and(off.le(next)).logical_and(next.le(d.num_isects)).all();
+  return at::stack({ids_ok, flat_ok, off_ok}).all();
+}
 
-RasterizeDims check_rasterize_inputs(const char* op, const at::Tensor& means2d,
-                                     const at::Tensor& conics, const at::Tensor& opacities,
-                                     const at::Tensor& features, const at::Tensor& expert_ids,
-                                     const at::Tensor& backgrounds,
-                                     const at::Tensor& isect_offsets,
-                                     const at::Tensor& flatten_ids, int64_t width, int64_t height,
-                                     int64_t tile_size, int64_t num_experts,
-                                     const CompositeParams& params) {
+inline void check_values(const char* op, const RasterizeDims& d, const at::Tensor& expert_ids,
+                         const at::Tensor& isect_offsets, const at::Tensor& flatten_ids) {
+  if (expert_ids.is_cpu() && isect_offsets.is_cpu() && flatten_ids.is_cpu()) {
+    check_values_host(op, d, expert_ids, isect_offsets, flatten_ids);
+  } else if (!values_ok(d, expert_ids, isect_offsets, flatten_ids).item<bool>()) {
+    check_values_host(op, d, expert_ids.cpu(), isect_offsets.cpu(), flatten_ids.cpu());
+  }
+}
+
+// last_ids [I, K, H, W]: -1 or inside the pixel's tile run (host loop).
+inline void check_last_ids_host(const char* op, const RasterizeDims& d,
+                                const at::Tensor& isect_offsets, const at::Tensor& last_ids) {
+  const at::Tensor off = isect_offsets.contiguous();
+  const at::Tensor last = last_ids.contiguous();
+  const int32_t* o = off.data_ptr<int32_t>();
+  const int32_t* l = last.data_ptr<int32_t>();
+  const int64_t tiles = d.tiles_x * int64_t(d.tiles_y);
+  for (int64_t i = 0; i < d.num_images; ++i)
+    for (int64_t k = 0; k < d.num_experts; ++k)
+      for (int64_t y = 0; y < d.height; ++y)
+        for (int64_t x = 0; x < d.width; ++x) {
+          const int32_t v = *l++;
+          if (v == kNoContributor) continue;
+          const int64_t t = i * tiles + (y / d.tile_size) * d.tiles_x + x / d.tile_size;
+          int64_t begin, end;
+          tile_range(o, d.num_images * tiles, d.num_isects, t, &begin, &end);
+          MOEGS_CHECK(op, v >= begin && v < end, "last_ids[", i, ", ", k, ", ", y, ", ", x,
+                      "] = ", v, " is outside its tile's run [", begin, ", ", end, ")");
+        }
+}
+
+// Same condition as check_last_ids_host, as one boolean tensor on the inputs' device.
+inline at::Tensor last_ids_ok(const RasterizeDims& d, const at::Tensor& isect_offsets,
+                              const at::Tensor& last_ids) {
+  const at::TensorOptions opt = isect_offsets.options().dtype(at::kLong);
+  const at::Tensor off = isect_offsets.reshape({-1}).to(at::kLong);
+  const at::Tensor ends = at::cat({off.slice(0, 1), at::full({1}, d.num_isects, opt)});
+  const int64_t tiles = d.tiles_x * int64_t(d.tiles_y);
+  // Flat tile of every (image, row, column), broadcast to [I, 1, H, W].
+  const at::Tensor ty = at::arange(d.height, opt).div(d.tile_size, "floor");
+  const at::Tensor tx = at::arange(d.width, opt).div(d.tile_size, "floor");
+  const at::Tensor tile = at::arange(d.num_images, opt).mul(tiles).view({-1, 1, 1, 1}) +
+                          ty.mul(d.tiles_x).view({1, 1, -1, 1}) + tx.view({1, 1, 1, -1});
+  const at::Tensor begin = off.take(tile);
+  const at::Tensor end = ends.take(tile);
+  const at::Tensor last = last_ids.to(at::kLong);
+  return last.eq(kNoContributor).logical_or(last.ge(begin).logical_and(last.lt(end))).all();
+}
+
+}  // namespace rasterize_checks
+
+// Checks the 15 common inputs of rasterize_experts_{fwd,bwd} (shapes, dtypes,
+// devices, parameter ranges, and the values of expert_ids, flatten_ids and
+// isect_offsets) and returns the call's sizes.
+inline RasterizeDims check_rasterize_inputs(
+    const char* op, const at::Tensor& means2d, const at::Tensor& conics,
+    const at::Tensor& opacities, const at::Tensor& features, const at::Tensor& expert_ids,
+    const at::Tensor& backgrounds, const at::Tensor& isect_offsets,
+    const at::Tensor& flatten_ids, int64_t width, int64_t height, int64_t tile_size,
+    int64_t num_experts, const CompositeParams& params) {
+  using namespace rasterize_checks;
   MOEGS_CHECK(op, num_experts >= 1 && num_experts <= kMaxExperts, "num_experts must be in [1, ",
               kMaxExperts, "], got ", num_experts);
   const int64_t int_max = std::numeric_limits<int32_t>::max();
@@ -130,10 +210,15 @@ RasterizeDims check_rasterize_inputs(const char* op, const at::Tensor& means2d,
   return d;
 }
 
-void check_rasterize_grads(const char* op, const RasterizeDims& d, const at::Tensor& means2d,
-                           const at::Tensor& isect_offsets, const at::Tensor& alphas,
-                           const at::Tensor& last_ids, const at::Tensor& v_render,
-                           const at::Tensor& v_alphas) {
+// Checks the forward outputs and output gradients given to the backward op:
+// alphas [I, K, H, W, 1], last_ids [I, K, H, W] (-1 or inside the pixel's tile
+// run: the backward replays exactly that run), v_render [I, K, H, W, F],
+// v_alphas [I, K, H, W, 1].
+inline void check_rasterize_grads(const char* op, const RasterizeDims& d,
+                                  const at::Tensor& means2d, const at::Tensor& isect_offsets,
+                                  const at::Tensor& alphas, const at::Tensor& last_ids,
+                                  const at::Tensor& v_render, const at::Tensor& v_alphas) {
+  using namespace rasterize_checks;
   const std::vector<int64_t> pix = {d.num_images, d.num_experts, d.height, d.width};
   const std::vector<int64_t> pix1 = {d.num_images, d.num_experts, d.height, d.width, 1};
   const std::vector<int64_t> pixf = {d.num_images, d.num_experts, d.height, d.width,
@@ -155,25 +240,11 @@ void check_rasterize_grads(const char* op, const RasterizeDims& d, const at::Ten
                 ", got one on ", t->device());
   }
 
-  // Each last id must lie in its pixel's tile run: the backward pass replays
-  // exactly that run.
-  const at::Tensor off = isect_offsets.contiguous();
-  const at::Tensor last = last_ids.contiguous();
-  const int32_t* o = off.data_ptr<int32_t>();
-  const int32_t* l = last.data_ptr<int32_t>();
-  const int64_t tiles = d.tiles_x * int64_t(d.tiles_y);
-  for (int64_t i = 0; i < d.num_images; ++i)
-    for (int64_t k = 0; k < d.num_experts; ++k)
-      for (int64_t y = 0; y < d.height; ++y)
-        for (int64_t x = 0; x < d.width; ++x) {
-          const int32_t v = *l++;
-          if (v == kNoContributor) continue;
-          const int64_t t = i * tiles + (y / d.tile_size) * d.tiles_x + x / d.tile_size;
-          int64_t begin, end;
-          tile_range(o, d.num_images * tiles, d.num_isects, t, &begin, &end);
-          MOEGS_CHECK(op, v >= begin && v < end, "last_ids[", i, ", ", k, ", ", y, ", ", x,
-                      "] = ", v, " is outside its tile's run [", begin, ", ", end, ")");
-        }
+  if (isect_offsets.is_cpu() && last_ids.is_cpu()) {
+    check_last_ids_host(op, d, isect_offsets, last_ids);
+  } else if (!last_ids_ok(d, isect_offsets, last_ids).item<bool>()) {
+    check_last_ids_host(op, d, isect_offsets.cpu(), last_ids.cpu());
+  }
 }
 
 }  // namespace moegs

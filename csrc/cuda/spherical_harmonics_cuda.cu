@@ -1,0 +1,108 @@
+// CUDA kernels for the spherical-harmonics ops: one thread per Gaussian, math
+// in moegs/sh.h (the same functions the CPU loops call).
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "moegs/sh.h"
+#include "launch.cuh"
+#include "../ops/spherical_harmonics_checks.h"
+
+namespace moegs {
+namespace {
+
+
+// dirs [M, 3], coeffs [M, Kc, 3] -> colors [M, 3]
+template <typename T>
+__global__ void sh_fwd_kernel(int64_t m, int64_t kc, int degree, const T* __restrict__ dirs,
+                              const T* __restrict__ coeffs, T* __restrict__ colors) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < m; i += stride) {
+    const T* d = dirs + 3 * i;
+    sh_to_color(degree, vec3<T>{d[0], d[1], d[2]}, coeffs + 3 * kc * i, colors + 3 * i);
+  }
+}
+
+// dirs [M, 3], coeffs [M, Kc, 3], colors [M, 3], v_colors [M, 3]
+//   -> v_dirs [M, 3] (skipped when null), v_coeffs [M, Kc, 3]
+template <typename T>
+__global__ void sh_bwd_kernel(int64_t m, int64_t kc, int degree, const T* __restrict__ dirs,
+                              const T* __restrict__ coeffs, const T* __restrict__ colors,
+                              const T* __restrict__ v_colors, T* __restrict__ v_dirs,
+                              T* __restrict__ v_coeffs) {
+  const int nb = sh_num_bases(degree);
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < m; i += stride) {
+    const T* d = dirs + 3 * i;
+    T* vc = v_coeffs + 3 * kc * i;
+    for (int64_t j = 3 * nb; j < 3 * kc; ++j) vc[j] = T(0);
+    vec3<T> vd;
+    sh_to_color_vjp(degree, vec3<T>{d[0], d[1], d[2]}, coeffs + 3 * kc * i, colors + 3 * i,
+                    v_colors + 3 * i, vc, v_dirs != nullptr ? &vd : nullptr);
+    if (v_dirs != nullptr) {
+      T* o = v_dirs + 3 * i;
+      o[0] = vd.x; o[1] = vd.y; o[2] = vd.z;
+    }
+  }
+}
+
+// dirs [M, 3], coeffs [M, Kc, 3] -> colors [M, 3]
+at::Tensor spherical_harmonics_fwd_cuda(int64_t degree, const at::Tensor& dirs_in,
+                                        const at::Tensor& coeffs_in) {
+  const char* op = "spherical_harmonics_fwd";
+  check_sh_inputs(op, degree, dirs_in, coeffs_in);
+  const c10::cuda::CUDAGuard guard(dirs_in.device());
+  const at::Tensor dirs = dirs_in.contiguous();
+  const at::Tensor coeffs = coeffs_in.contiguous();
+  const int64_t m = dirs.size(0);
+  at::Tensor colors = at::empty({m, 3}, dirs.options());
+  if (m == 0) return colors;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(dirs.scalar_type(), "spherical_harmonics_fwd", [&] {
+    sh_fwd_kernel<scalar_t><<<blocks_for(m), kThreads, 0, stream>>>(
+        m, coeffs.size(1), static_cast<int>(degree), dirs.data_ptr<scalar_t>(),
+        coeffs.data_ptr<scalar_t>(), colors.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return colors;
+}
+
+// dirs [M, 3], coeffs [M, Kc, 3], colors [M, 3], v_colors [M, 3]
+//   -> (v_dirs [M, 3] or [0], v_coeffs [M, Kc, 3])
+std::tuple<at::Tensor, at::Tensor> spherical_harmonics_bwd_cuda(
+    int64_t degree, const at::Tensor& dirs_in, const at::Tensor& coeffs_in,
+    const at::Tensor& colors_in, const at::Tensor& v_colors_in, bool compute_v_dirs) {
+  const char* op = "spherical_harmonics_bwd";
+  check_sh_bwd_inputs(op, degree, dirs_in, coeffs_in, colors_in, v_colors_in);
+  const c10::cuda::CUDAGuard guard(dirs_in.device());
+  const at::Tensor dirs = dirs_in.contiguous();
+  const at::Tensor coeffs = coeffs_in.contiguous();
+  const at::Tensor colors = colors_in.contiguous();
+  const at::Tensor v_colors = v_colors_in.contiguous();
+  at::Tensor v_coeffs = at::empty_like(coeffs);
+  at::Tensor v_dirs = compute_v_dirs ? at::empty_like(dirs) : at::empty({0}, dirs.options());
+  const int64_t m = dirs.size(0);
+  if (m == 0) return {v_dirs, v_coeffs};
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(dirs.scalar_type(), "spherical_harmonics_bwd", [&] {
+    sh_bwd_kernel<scalar_t><<<blocks_for(m), kThreads, 0, stream>>>(
+        m, coeffs.size(1), static_cast<int>(degree), dirs.data_ptr<scalar_t>(),
+        coeffs.data_ptr<scalar_t>(), colors.data_ptr<scalar_t>(), v_colors.data_ptr<scalar_t>(),
+        compute_v_dirs ? v_dirs.data_ptr<scalar_t>() : nullptr, v_coeffs.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {v_dirs, v_coeffs};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(moegs, CUDA, m) {
+  m.impl("spherical_harmonics_fwd", &spherical_harmonics_fwd_cuda);
+  m.impl("spherical_harmonics_bwd", &spherical_harmonics_bwd_cuda);
+}
+
+}  // namespace moegs
