@@ -43,7 +43,8 @@ def main():
             current = None
     names = demangle([r["kernel"] for r in rows])
     for r, n in zip(rows, names):
-        r["name"] = re.sub(r"\(.*", "", n).replace("moegs::(anonymous namespace)::", "")
+        n = n.replace("(anonymous namespace)::", "")
+        r["name"] = re.sub(r"^void ", "", re.sub(r"\([^()]*\)$", "", n))
         r["args"] = n
     rows = [r for r in rows if args.filter in r["name"]]
     print("| kernel (template args) | arch | registers | stack B | spill stores B | spill loads B |")
