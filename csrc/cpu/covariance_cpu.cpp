@@ -6,7 +6,7 @@
 
 #include "moegs/checks.h"
 #include "moegs/covariance.h"
-#include "../ops/covariance_checks.h"
+#include "../ops/covariance_prepare.h"
 
 namespace moegs {
 namespace {
@@ -47,33 +47,25 @@ void covar_bwd_kernel(int64_t n, const T* quats, const T* scales, const T* v_cov
 
 at::Tensor quat_scale_to_covar_fwd_cpu(const at::Tensor& quats_in, const at::Tensor& scales_in) {
   const char* op = "quat_scale_to_covar_fwd";
-  check_covar_inputs(op, quats_in, scales_in);
-  const at::Tensor quats = quats_in.contiguous();
-  const at::Tensor scales = scales_in.contiguous();
-  at::Tensor covars = at::empty({quats.size(0), 6}, quats.options());
-  AT_DISPATCH_FLOATING_TYPES(quats.scalar_type(), "quat_scale_to_covar", [&] {
-    covar_fwd_kernel<scalar_t>(quats.size(0), quats.data_ptr<scalar_t>(),
-                               scales.data_ptr<scalar_t>(), covars.data_ptr<scalar_t>());
+  const CovarFwdPrepared p = prepare_covar_fwd(op, quats_in, scales_in);
+  AT_DISPATCH_FLOATING_TYPES(p.quats.scalar_type(), "quat_scale_to_covar", [&] {
+    covar_fwd_kernel<scalar_t>(p.n, p.quats.data_ptr<scalar_t>(), p.scales.data_ptr<scalar_t>(),
+                               p.covars.data_ptr<scalar_t>());
   });
-  return covars;
+  return p.covars;
 }
 
 std::tuple<at::Tensor, at::Tensor> quat_scale_to_covar_bwd_cpu(const at::Tensor& quats_in,
                                                                const at::Tensor& scales_in,
                                                                const at::Tensor& v_covars_in) {
   const char* op = "quat_scale_to_covar_bwd";
-  check_covar_bwd_inputs(op, quats_in, scales_in, v_covars_in);
-  const at::Tensor quats = quats_in.contiguous();
-  const at::Tensor scales = scales_in.contiguous();
-  const at::Tensor v_covars = v_covars_in.contiguous();
-  at::Tensor v_quats = at::empty_like(quats);
-  at::Tensor v_scales = at::empty_like(scales);
-  AT_DISPATCH_FLOATING_TYPES(quats.scalar_type(), "quat_scale_to_covar", [&] {
-    covar_bwd_kernel<scalar_t>(quats.size(0), quats.data_ptr<scalar_t>(),
-                               scales.data_ptr<scalar_t>(), v_covars.data_ptr<scalar_t>(),
-                               v_quats.data_ptr<scalar_t>(), v_scales.data_ptr<scalar_t>());
+  const CovarBwdPrepared p = prepare_covar_bwd(op, quats_in, scales_in, v_covars_in);
+  AT_DISPATCH_FLOATING_TYPES(p.quats.scalar_type(), "quat_scale_to_covar", [&] {
+    covar_bwd_kernel<scalar_t>(p.n, p.quats.data_ptr<scalar_t>(), p.scales.data_ptr<scalar_t>(),
+                               p.v_covars.data_ptr<scalar_t>(), p.v_quats.data_ptr<scalar_t>(),
+                               p.v_scales.data_ptr<scalar_t>());
   });
-  return {v_quats, v_scales};
+  return {p.v_quats, p.v_scales};
 }
 
 }  // namespace

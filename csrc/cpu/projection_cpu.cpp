@@ -12,7 +12,7 @@
 
 #include "moegs/checks.h"
 #include "moegs/projection.h"
-#include "../ops/projection_checks.h"
+#include "../ops/projection_prepare.h"
 
 namespace moegs {
 namespace {
@@ -22,8 +22,7 @@ constexpr int64_t kGrain = 1024;
 template <typename T>
 void project_fwd_kernel(const ProjectionParams& params, int64_t nb, int64_t nc, int64_t nn,
                         const T* means, const T* covars, const T* viewmats, const T* ks,
-                        const T* opacities, int32_t* radii, T* means2d, T* depths, T* conics,
-                        T* compensations) {
+                        const T* opacities, const ProjectFwdOut<T>& out) {
   at::parallel_for(0, nb * nc * nn, kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / (nc * nn), c = (i / nn) % nc, n = i % nn;
@@ -32,15 +31,15 @@ void project_fwd_kernel(const ProjectionParams& params, int64_t nb, int64_t nc, 
       const Projected<T> o = project_gaussian(params, means + 3 * g, covars + 6 * g,
                                               viewmats + 16 * cam, ks + 9 * cam,
                                               opacities != nullptr ? opacities + g : nullptr);
-      radii[2 * i] = o.radius[0];
-      radii[2 * i + 1] = o.radius[1];
-      means2d[2 * i] = o.mean2d.x;
-      means2d[2 * i + 1] = o.mean2d.y;
-      depths[i] = o.depth;
-      conics[3 * i] = o.conic[0];
-      conics[3 * i + 1] = o.conic[1];
-      conics[3 * i + 2] = o.conic[2];
-      if (compensations != nullptr) compensations[i] = o.compensation;
+      out.radii[2 * i] = o.radius[0];
+      out.radii[2 * i + 1] = o.radius[1];
+      out.means2d[2 * i] = o.mean2d.x;
+      out.means2d[2 * i + 1] = o.mean2d.y;
+      out.depths[i] = o.depth;
+      out.conics[3 * i] = o.conic[0];
+      out.conics[3 * i + 1] = o.conic[1];
+      out.conics[3 * i + 2] = o.conic[2];
+      if (out.compensations != nullptr) out.compensations[i] = o.compensation;
     }
   });
 }
@@ -50,35 +49,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> project_f
     const at::Tensor& ks_in, const std::optional<at::Tensor>& opacities_in, int64_t width,
     int64_t height, double eps2d, double near_plane, double far_plane, double radius_clip,
     bool calc_compensations, int64_t camera_model) {
-  const char* op = "project_fwd";
-  const auto [nb, nc, nn] = check_project_fwd_inputs(op, means_in, covars_in, viewmats_in, ks_in,
-                                                     opacities_in, width, height, camera_model);
-  const at::Tensor means = means_in.contiguous();
-  const at::Tensor covars = covars_in.contiguous();
-  const at::Tensor viewmats = viewmats_in.contiguous();
-  const at::Tensor ks = ks_in.contiguous();
-  const at::Tensor opacities = opacities_in.has_value() ? opacities_in->contiguous() : at::Tensor();
-
-  const ProjectionParams params{static_cast<int32_t>(width), static_cast<int32_t>(height),
-                                eps2d, near_plane, far_plane, radius_clip,
-                                static_cast<int32_t>(camera_model), calc_compensations};
-  const auto opts = means.options();
-  at::Tensor radii = at::empty({nb, nc, nn, 2}, opts.dtype(at::kInt));
-  at::Tensor means2d = at::empty({nb, nc, nn, 2}, opts);
-  at::Tensor depths = at::empty({nb, nc, nn}, opts);
-  at::Tensor conics = at::empty({nb, nc, nn, 3}, opts);
-  at::Tensor compensations =
-      calc_compensations ? at::empty({nb, nc, nn}, opts) : at::empty({0}, opts);
-
-  AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_fwd", [&] {
-    project_fwd_kernel<scalar_t>(
-        params, nb, nc, nn, means.data_ptr<scalar_t>(), covars.data_ptr<scalar_t>(),
-        viewmats.data_ptr<scalar_t>(), ks.data_ptr<scalar_t>(),
-        opacities.defined() ? opacities.data_ptr<scalar_t>() : nullptr, radii.data_ptr<int32_t>(),
-        means2d.data_ptr<scalar_t>(), depths.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
-        calc_compensations ? compensations.data_ptr<scalar_t>() : nullptr);
+  const ProjectFwdPrepared p = prepare_project_fwd(
+      "project_fwd", means_in, covars_in, viewmats_in, ks_in, opacities_in, width, height, eps2d,
+      near_plane, far_plane, radius_clip, calc_compensations, camera_model);
+  AT_DISPATCH_FLOATING_TYPES(p.means.scalar_type(), "project_fwd", [&] {
+    project_fwd_kernel<scalar_t>(p.params, p.nb, p.nc, p.nn, p.means.data_ptr<scalar_t>(),
+                                 p.covars.data_ptr<scalar_t>(), p.viewmats.data_ptr<scalar_t>(),
+                                 p.ks.data_ptr<scalar_t>(), p.opacities_ptr<scalar_t>(),
+                                 p.out<scalar_t>());
   });
-  return {radii, means2d, depths, conics, compensations};
+  return p.outputs();
 }
 
 // Pass 1, over (b, n): v_means, v_covars summed over c in order, and each
@@ -121,58 +101,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_bwd_cpu(
     const std::optional<at::Tensor>& compensations_in, const at::Tensor& v_means2d_in,
     const at::Tensor& v_depths_in, const at::Tensor& v_conics_in,
     const std::optional<at::Tensor>& v_compensations_in, bool viewmats_requires_grad) {
-  const char* op = "project_bwd";
-  const auto [nb, nc, nn] = check_project_bwd_inputs(
-      op, means_in, covars_in, viewmats_in, ks_in, width, height, camera_model, radii_in,
-      conics_in, compensations_in, v_means2d_in, v_depths_in, v_conics_in, v_compensations_in);
-
-  const at::Tensor means = means_in.contiguous();
-  const at::Tensor covars = covars_in.contiguous();
-  const at::Tensor viewmats = viewmats_in.contiguous();
-  const at::Tensor ks = ks_in.contiguous();
-  const at::Tensor radii = radii_in.contiguous();
-  const at::Tensor conics = conics_in.contiguous();
-  const at::Tensor v_means2d = v_means2d_in.contiguous();
-  const at::Tensor v_depths = v_depths_in.contiguous();
-  const at::Tensor v_conics = v_conics_in.contiguous();
-  // The compensation VJP needs both the value and its cotangent.
-  const bool with_comp = v_compensations_in.has_value();
-  const at::Tensor compensations = with_comp ? compensations_in->contiguous() : at::Tensor();
-  const at::Tensor v_compensations = with_comp ? v_compensations_in->contiguous() : at::Tensor();
-
-  // near/far/radius_clip only shape the forward's culling, which radii record.
-  const ProjectionParams params{static_cast<int32_t>(width), static_cast<int32_t>(height),
-                                eps2d, 0.0, 0.0, 0.0, static_cast<int32_t>(camera_model),
-                                with_comp};
-  at::Tensor v_means = at::empty_like(means);
-  at::Tensor v_covars = at::empty_like(covars);
-  at::Tensor v_viewmats =
-      viewmats_requires_grad ? at::empty_like(viewmats) : at::empty({0}, means.options());
-  at::Tensor view_partials = viewmats_requires_grad
-                                 ? at::empty({nb, nc, nn, kViewGradSize}, means.options())
-                                 : at::Tensor();
-
-  AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_bwd", [&] {
-    ProjectionBwdArgs<scalar_t> a;
-    a.means = means.data_ptr<scalar_t>();
-    a.covars = covars.data_ptr<scalar_t>();
-    a.viewmats = viewmats.data_ptr<scalar_t>();
-    a.ks = ks.data_ptr<scalar_t>();
-    a.radii = radii.data_ptr<int32_t>();
-    a.conics = conics.data_ptr<scalar_t>();
-    a.compensations = with_comp ? compensations.data_ptr<scalar_t>() : nullptr;
-    a.v_means2d = v_means2d.data_ptr<scalar_t>();
-    a.v_depths = v_depths.data_ptr<scalar_t>();
-    a.v_conics = v_conics.data_ptr<scalar_t>();
-    a.v_compensations = with_comp ? v_compensations.data_ptr<scalar_t>() : nullptr;
-    scalar_t* partials = viewmats_requires_grad ? view_partials.data_ptr<scalar_t>() : nullptr;
-    project_bwd_gaussians<scalar_t>(params, nb, nc, nn, a, v_means.data_ptr<scalar_t>(),
-                                    v_covars.data_ptr<scalar_t>(), partials);
-    if (viewmats_requires_grad) {
-      project_bwd_cameras<scalar_t>(nb, nc, nn, partials, v_viewmats.data_ptr<scalar_t>());
+  const ProjectBwdPrepared p = prepare_project_bwd(
+      "project_bwd", means_in, covars_in, viewmats_in, ks_in, width, height, eps2d, camera_model,
+      radii_in, conics_in, compensations_in, v_means2d_in, v_depths_in, v_conics_in,
+      v_compensations_in, viewmats_requires_grad);
+  AT_DISPATCH_FLOATING_TYPES(p.means.scalar_type(), "project_bwd", [&] {
+    scalar_t* partials = p.view_partials_ptr<scalar_t>();
+    project_bwd_gaussians<scalar_t>(p.params, p.nb, p.nc, p.nn, p.args<scalar_t>(),
+                                    p.v_means.data_ptr<scalar_t>(),
+                                    p.v_covars.data_ptr<scalar_t>(), partials);
+    if (p.viewmats_requires_grad) {
+      project_bwd_cameras<scalar_t>(p.nb, p.nc, p.nn, partials,
+                                    p.v_viewmats.data_ptr<scalar_t>());
     }
   });
-  return {v_means, v_covars, v_viewmats};
+  return p.outputs();
 }
 
 }  // namespace

@@ -19,35 +19,10 @@
 
 #include "moegs/checks.h"
 #include "moegs/composite.h"
-#include "../ops/rasterize_checks.h"
+#include "../ops/rasterize_prepare.h"
 
 namespace moegs {
 namespace {
-
-// Column layout of a per-intersection gradient row.
-constexpr int64_t kRowMean = 0;     // v_means2d (2)
-constexpr int64_t kRowConic = 2;    // v_conics (3)
-constexpr int64_t kRowOpacity = 5;  // v_opacities (1)
-constexpr int64_t kRowFeature = 6;  // v_features (F), then v_means2d_abs (2) if absgrad
-
-template <typename T>
-struct BwdArgs {
-  const T* means2d;              // [M, 2]
-  const T* conics;               // [M, 3]
-  const T* opacities;            // [M]
-  const T* features;             // [M, F]
-  const int32_t* expert_ids;     // [M]
-  const T* backgrounds;          // [I, K, F]
-  const int32_t* isect_offsets;  // [I, TH, TW]
-  const int32_t* flatten_ids;    // [n_isects]
-  const int32_t* last_ids;       // [I, K, H, W]
-  const T* v_render;             // [I, K, H, W, F]
-  const T* v_alphas;             // [I, K, H, W, 1]
-  T* isect_grads;                // [n_isects, row]
-  T* tile_v_backgrounds;         // [I * TH * TW, K, F]
-  int64_t row;                   // 6 + F (+ 2 with absgrad)
-  bool absgrad;
-};
 
 // Per-task scratch, sized by the longest tile run the task meets.
 template <typename T>
@@ -59,7 +34,7 @@ struct Scratch {
 };
 
 template <typename T>
-void backprop_pixel(const BwdArgs<T>& a, const RasterizeDims& d, const CompositeParams& p,
+void backprop_pixel(const RasterizeBwdArgs<T>& a, const RasterizeDims& d, const CompositeParams& p,
                     Scratch<T>& s, int64_t begin, int64_t tile, int64_t i, int32_t x, int32_t y) {
   const int32_t K = d.num_experts;
   const int64_t F = d.num_features;
@@ -137,7 +112,8 @@ void backprop_pixel(const BwdArgs<T>& a, const RasterizeDims& d, const Composite
 }
 
 template <typename T>
-void backprop_tiles(const BwdArgs<T>& a, const RasterizeDims& d, const CompositeParams& p) {
+void backprop_tiles(const RasterizeBwdArgs<T>& a, const RasterizeDims& d,
+                    const CompositeParams& p) {
   const int64_t tiles_per_image = int64_t(d.tiles_x) * d.tiles_y;
   const int64_t num_tiles = d.num_images * tiles_per_image;
   at::parallel_for(0, num_tiles, 1, [&](int64_t t_begin, int64_t t_end) {
@@ -227,64 +203,22 @@ rasterize_experts_bwd_cpu(const at::Tensor& means2d_in, const at::Tensor& conics
                           const at::Tensor& alphas_in, const at::Tensor& last_ids_in,
                           const at::Tensor& v_render_in, const at::Tensor& v_alphas_in,
                           bool absgrad) {
-  const char* op = "rasterize_experts_bwd";
-  const CompositeParams params{alpha_max, min_transmittance, pixel_offset};
-  const RasterizeDims d = check_rasterize_inputs(
-      op, means2d_in, conics_in, opacities_in, features_in, expert_ids_in, backgrounds_in,
-      isect_offsets_in, flatten_ids_in, width, height, tile_size, num_experts, params);
-  check_rasterize_grads(op, d, means2d_in, isect_offsets_in, alphas_in, last_ids_in, v_render_in,
-                        v_alphas_in);
-
-  const at::Tensor means2d = means2d_in.contiguous();
-  const at::Tensor conics = conics_in.contiguous();
-  const at::Tensor opacities = opacities_in.contiguous();
-  const at::Tensor features = features_in.contiguous();
-  const at::Tensor expert_ids = expert_ids_in.contiguous();
-  const at::Tensor backgrounds = backgrounds_in.contiguous();
-  const at::Tensor isect_offsets = isect_offsets_in.contiguous();
-  const at::Tensor flatten_ids = flatten_ids_in.contiguous();
-  const at::Tensor last_ids = last_ids_in.contiguous();
-  const at::Tensor v_render = v_render_in.contiguous();
-  const at::Tensor v_alphas = v_alphas_in.contiguous();
-
-  const int64_t row = kRowFeature + d.num_features + (absgrad ? 2 : 0);
-  const int64_t num_tiles = d.num_images * d.tiles_x * d.tiles_y;
-  at::Tensor isect_grads = at::zeros({d.num_isects, row}, means2d.options());
-  at::Tensor tile_v_bg = at::zeros({num_tiles, d.num_experts, d.num_features}, means2d.options());
-
-  at::Tensor v_means2d = at::empty(means2d.sizes(), means2d.options());
-  at::Tensor v_conics = at::empty(conics.sizes(), means2d.options());
-  at::Tensor v_opacities = at::empty(opacities.sizes(), means2d.options());
-  at::Tensor v_features = at::empty(features.sizes(), means2d.options());
-  at::Tensor v_means2d_abs =
-      absgrad ? at::empty(means2d.sizes(), means2d.options()) : at::empty({0}, means2d.options());
-  at::Tensor v_backgrounds = at::empty_like(backgrounds);
-
-  AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_experts_bwd", [&] {
-    const BwdArgs<scalar_t> a{means2d.data_ptr<scalar_t>(),
-                              conics.data_ptr<scalar_t>(),
-                              opacities.data_ptr<scalar_t>(),
-                              features.data_ptr<scalar_t>(),
-                              expert_ids.data_ptr<int32_t>(),
-                              backgrounds.data_ptr<scalar_t>(),
-                              isect_offsets.data_ptr<int32_t>(),
-                              flatten_ids.data_ptr<int32_t>(),
-                              last_ids.data_ptr<int32_t>(),
-                              v_render.data_ptr<scalar_t>(),
-                              v_alphas.data_ptr<scalar_t>(),
-                              isect_grads.data_ptr<scalar_t>(),
-                              tile_v_bg.data_ptr<scalar_t>(),
-                              row,
-                              absgrad};
-    backprop_tiles<scalar_t>(a, d, params);
-    reduce_per_entry<scalar_t>(a.flatten_ids, a.isect_grads, d, row, absgrad,
-                               v_means2d.data_ptr<scalar_t>(), v_conics.data_ptr<scalar_t>(),
-                               v_opacities.data_ptr<scalar_t>(), v_features.data_ptr<scalar_t>(),
-                               absgrad ? v_means2d_abs.data_ptr<scalar_t>() : nullptr);
-    reduce_per_image(a.tile_v_backgrounds, d, v_backgrounds.data_ptr<scalar_t>());
+  const RasterizeBwdPrepared p = prepare_rasterize_bwd(
+      "rasterize_experts_bwd", means2d_in, conics_in, opacities_in, features_in, expert_ids_in,
+      backgrounds_in, isect_offsets_in, flatten_ids_in, width, height, tile_size, num_experts,
+      alpha_max, min_transmittance, pixel_offset, alphas_in, last_ids_in, v_render_in,
+      v_alphas_in, absgrad);
+  AT_DISPATCH_FLOATING_TYPES(p.in.means2d.scalar_type(), "rasterize_experts_bwd", [&] {
+    const RasterizeBwdArgs<scalar_t> a = p.args<scalar_t>();
+    backprop_tiles<scalar_t>(a, p.d, p.params);
+    reduce_per_entry<scalar_t>(a.flatten_ids, a.isect_grads, p.d, a.row, a.absgrad,
+                               p.v_means2d.data_ptr<scalar_t>(), p.v_conics.data_ptr<scalar_t>(),
+                               p.v_opacities.data_ptr<scalar_t>(),
+                               p.v_features.data_ptr<scalar_t>(),
+                               a.absgrad ? p.v_means2d_abs.data_ptr<scalar_t>() : nullptr);
+    reduce_per_image(a.tile_v_backgrounds, p.d, p.v_backgrounds.data_ptr<scalar_t>());
   });
-
-  return {v_means2d, v_conics, v_opacities, v_features, v_backgrounds, v_means2d_abs};
+  return p.outputs();
 }
 
 }  // namespace

@@ -9,31 +9,16 @@
 
 #include "moegs/checks.h"
 #include "moegs/composite.h"
-#include "../ops/rasterize_checks.h"
+#include "../ops/rasterize_prepare.h"
 
 namespace moegs {
 namespace {
-
-template <typename T>
-struct FwdArgs {
-  const T* means2d;            // [M, 2]
-  const T* conics;             // [M, 3]
-  const T* opacities;          // [M]
-  const T* features;           // [M, F]
-  const int32_t* expert_ids;   // [M]
-  const T* backgrounds;        // [I, K, F]
-  const int32_t* isect_offsets;  // [I, TH, TW]
-  const int32_t* flatten_ids;  // [n_isects]
-  T* render;                   // [I, K, H, W, F]
-  T* alphas;                   // [I, K, H, W, 1]
-  int32_t* last_ids;           // [I, K, H, W]
-};
 
 // Composites pixel (x, y) of image i from the tile's run `splats` (flatten
 // indices begin, begin + 1, ...). Experts not in the run start as done, which
 // changes nothing but lets the walk end early.
 template <typename T>
-void render_pixel(const FwdArgs<T>& a, const RasterizeDims& d, const CompositeParams& p,
+void render_pixel(const RasterizeFwdArgs<T>& a, const RasterizeDims& d, const CompositeParams& p,
                   const std::vector<Splat<T>>& splats, int64_t begin, const bool* present,
                   int64_t i, int32_t x, int32_t y) {
   const int32_t K = d.num_experts;
@@ -83,7 +68,8 @@ void render_pixel(const FwdArgs<T>& a, const RasterizeDims& d, const CompositePa
 }
 
 template <typename T>
-void rasterize_fwd_kernel(const FwdArgs<T>& a, const RasterizeDims& d, const CompositeParams& p) {
+void rasterize_fwd_kernel(const RasterizeFwdArgs<T>& a, const RasterizeDims& d,
+                          const CompositeParams& p) {
   const int64_t tiles_per_image = int64_t(d.tiles_x) * d.tiles_y;
   const int64_t num_tiles = d.num_images * tiles_per_image;
   at::parallel_for(0, num_tiles, 1, [&](int64_t t_begin, int64_t t_end) {
@@ -120,38 +106,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_experts_fwd_cpu(
     const at::Tensor& flatten_ids_in, int64_t width, int64_t height, int64_t tile_size,
     int64_t num_experts, double alpha_max, double min_transmittance, double pixel_offset,
     bool /*absgrad: read by the backward only*/) {
-  const char* op = "rasterize_experts_fwd";
-  const CompositeParams params{alpha_max, min_transmittance, pixel_offset};
-  const RasterizeDims d = check_rasterize_inputs(
-      op, means2d_in, conics_in, opacities_in, features_in, expert_ids_in, backgrounds_in,
-      isect_offsets_in, flatten_ids_in, width, height, tile_size, num_experts, params);
-
-  const at::Tensor means2d = means2d_in.contiguous();
-  const at::Tensor conics = conics_in.contiguous();
-  const at::Tensor opacities = opacities_in.contiguous();
-  const at::Tensor features = features_in.contiguous();
-  const at::Tensor expert_ids = expert_ids_in.contiguous();
-  const at::Tensor backgrounds = backgrounds_in.contiguous();
-  const at::Tensor isect_offsets = isect_offsets_in.contiguous();
-  const at::Tensor flatten_ids = flatten_ids_in.contiguous();
-
-  at::Tensor render = at::empty({d.num_images, d.num_experts, d.height, d.width, d.num_features},
-                                means2d.options());
-  at::Tensor alphas =
-      at::empty({d.num_images, d.num_experts, d.height, d.width, 1}, means2d.options());
-  at::Tensor last_ids = at::empty({d.num_images, d.num_experts, d.height, d.width},
-                                  means2d.options().dtype(at::kInt));
-
-  AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_experts_fwd", [&] {
-    const FwdArgs<scalar_t> a{means2d.data_ptr<scalar_t>(),     conics.data_ptr<scalar_t>(),
-                              opacities.data_ptr<scalar_t>(),   features.data_ptr<scalar_t>(),
-                              expert_ids.data_ptr<int32_t>(),   backgrounds.data_ptr<scalar_t>(),
-                              isect_offsets.data_ptr<int32_t>(), flatten_ids.data_ptr<int32_t>(),
-                              render.data_ptr<scalar_t>(),      alphas.data_ptr<scalar_t>(),
-                              last_ids.data_ptr<int32_t>()};
-    rasterize_fwd_kernel<scalar_t>(a, d, params);
+  const RasterizeFwdPrepared p = prepare_rasterize_fwd(
+      "rasterize_experts_fwd", means2d_in, conics_in, opacities_in, features_in, expert_ids_in,
+      backgrounds_in, isect_offsets_in, flatten_ids_in, width, height, tile_size, num_experts,
+      alpha_max, min_transmittance, pixel_offset);
+  AT_DISPATCH_FLOATING_TYPES(p.in.means2d.scalar_type(), "rasterize_experts_fwd", [&] {
+    rasterize_fwd_kernel<scalar_t>(p.args<scalar_t>(), p.d, p.params);
   });
-  return {render, alphas, last_ids};
+  return p.outputs();
 }
 
 }  // namespace

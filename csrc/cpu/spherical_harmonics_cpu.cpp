@@ -6,7 +6,7 @@
 
 #include "moegs/checks.h"
 #include "moegs/sh.h"
-#include "../ops/spherical_harmonics_checks.h"
+#include "../ops/spherical_harmonics_prepare.h"
 
 namespace moegs {
 namespace {
@@ -50,16 +50,12 @@ void sh_bwd_kernel(int64_t m, int64_t kc, int degree, const T* dirs, const T* co
 at::Tensor spherical_harmonics_fwd_cpu(int64_t degree, const at::Tensor& dirs_in,
                                        const at::Tensor& coeffs_in) {
   const char* op = "spherical_harmonics_fwd";
-  check_sh_inputs(op, degree, dirs_in, coeffs_in);
-  const at::Tensor dirs = dirs_in.contiguous();
-  const at::Tensor coeffs = coeffs_in.contiguous();
-  at::Tensor colors = at::empty({dirs.size(0), 3}, dirs.options());
-  AT_DISPATCH_FLOATING_TYPES(dirs.scalar_type(), "spherical_harmonics_fwd", [&] {
-    sh_fwd_kernel<scalar_t>(dirs.size(0), coeffs.size(1), static_cast<int>(degree),
-                            dirs.data_ptr<scalar_t>(), coeffs.data_ptr<scalar_t>(),
-                            colors.data_ptr<scalar_t>());
+  const ShFwdPrepared p = prepare_sh_fwd(op, degree, dirs_in, coeffs_in);
+  AT_DISPATCH_FLOATING_TYPES(p.dirs.scalar_type(), "spherical_harmonics_fwd", [&] {
+    sh_fwd_kernel<scalar_t>(p.m, p.kc, p.degree, p.dirs.data_ptr<scalar_t>(),
+                            p.coeffs.data_ptr<scalar_t>(), p.colors.data_ptr<scalar_t>());
   });
-  return colors;
+  return p.colors;
 }
 
 // dirs [M, 3], coeffs [M, Kc, 3], colors [M, 3], v_colors [M, 3]
@@ -68,21 +64,16 @@ std::tuple<at::Tensor, at::Tensor> spherical_harmonics_bwd_cpu(
     int64_t degree, const at::Tensor& dirs_in, const at::Tensor& coeffs_in,
     const at::Tensor& colors_in, const at::Tensor& v_colors_in, bool compute_v_dirs) {
   const char* op = "spherical_harmonics_bwd";
-  check_sh_bwd_inputs(op, degree, dirs_in, coeffs_in, colors_in, v_colors_in);
-  const at::Tensor dirs = dirs_in.contiguous();
-  const at::Tensor coeffs = coeffs_in.contiguous();
-  const at::Tensor colors = colors_in.contiguous();
-  const at::Tensor v_colors = v_colors_in.contiguous();
-  at::Tensor v_coeffs = at::empty_like(coeffs);
-  at::Tensor v_dirs = compute_v_dirs ? at::empty_like(dirs) : at::empty({0}, dirs.options());
-  AT_DISPATCH_FLOATING_TYPES(dirs.scalar_type(), "spherical_harmonics_bwd", [&] {
-    sh_bwd_kernel<scalar_t>(dirs.size(0), coeffs.size(1), static_cast<int>(degree),
-                            dirs.data_ptr<scalar_t>(), coeffs.data_ptr<scalar_t>(),
-                            colors.data_ptr<scalar_t>(), v_colors.data_ptr<scalar_t>(),
-                            compute_v_dirs ? v_dirs.data_ptr<scalar_t>() : nullptr,
-                            v_coeffs.data_ptr<scalar_t>());
+  const ShBwdPrepared p =
+      prepare_sh_bwd(op, degree, dirs_in, coeffs_in, colors_in, v_colors_in, compute_v_dirs);
+  AT_DISPATCH_FLOATING_TYPES(p.dirs.scalar_type(), "spherical_harmonics_bwd", [&] {
+    sh_bwd_kernel<scalar_t>(p.m, p.kc, p.degree, p.dirs.data_ptr<scalar_t>(),
+                            p.coeffs.data_ptr<scalar_t>(), p.colors.data_ptr<scalar_t>(),
+                            p.v_colors.data_ptr<scalar_t>(),
+                            p.compute_v_dirs ? p.v_dirs.data_ptr<scalar_t>() : nullptr,
+                            p.v_coeffs.data_ptr<scalar_t>());
   });
-  return {v_dirs, v_coeffs};
+  return {p.v_dirs, p.v_coeffs};
 }
 
 }  // namespace

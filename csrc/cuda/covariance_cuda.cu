@@ -10,7 +10,7 @@
 
 #include "moegs/covariance.h"
 #include "launch.cuh"
-#include "../ops/covariance_checks.h"
+#include "../ops/covariance_prepare.h"
 
 namespace moegs {
 namespace {
@@ -53,20 +53,17 @@ __global__ void covar_bwd_kernel(int64_t n, const T* __restrict__ quats,
 // quats [M, 4], scales [M, 3] -> covars [M, 6]
 at::Tensor quat_scale_to_covar_fwd_cuda(const at::Tensor& quats_in, const at::Tensor& scales_in) {
   const char* op = "quat_scale_to_covar_fwd";
-  check_covar_inputs(op, quats_in, scales_in);
-  const c10::cuda::CUDAGuard guard(quats_in.device());
-  const at::Tensor quats = quats_in.contiguous();
-  const at::Tensor scales = scales_in.contiguous();
-  const int64_t n = quats.size(0);
-  at::Tensor covars = at::empty({n, 6}, quats.options());
-  if (n == 0) return covars;
+  const CovarFwdPrepared p = prepare_covar_fwd(op, quats_in, scales_in);
+  if (p.n == 0) return p.covars;
+  const c10::cuda::CUDAGuard guard(p.quats.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(quats.scalar_type(), "quat_scale_to_covar", [&] {
-    covar_fwd_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream>>>(
-        n, quats.data_ptr<scalar_t>(), scales.data_ptr<scalar_t>(), covars.data_ptr<scalar_t>());
+  AT_DISPATCH_FLOATING_TYPES(p.quats.scalar_type(), "quat_scale_to_covar", [&] {
+    covar_fwd_kernel<scalar_t><<<blocks_for(p.n), kThreads, 0, stream>>>(
+        p.n, p.quats.data_ptr<scalar_t>(), p.scales.data_ptr<scalar_t>(),
+        p.covars.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return covars;
+  return p.covars;
 }
 
 // quats [M, 4], scales [M, 3], v_covars [M, 6] -> (v_quats [M, 4], v_scales [M, 3])
@@ -74,23 +71,18 @@ std::tuple<at::Tensor, at::Tensor> quat_scale_to_covar_bwd_cuda(const at::Tensor
                                                                 const at::Tensor& scales_in,
                                                                 const at::Tensor& v_covars_in) {
   const char* op = "quat_scale_to_covar_bwd";
-  check_covar_bwd_inputs(op, quats_in, scales_in, v_covars_in);
-  const c10::cuda::CUDAGuard guard(quats_in.device());
-  const at::Tensor quats = quats_in.contiguous();
-  const at::Tensor scales = scales_in.contiguous();
-  const at::Tensor v_covars = v_covars_in.contiguous();
-  at::Tensor v_quats = at::empty_like(quats);
-  at::Tensor v_scales = at::empty_like(scales);
-  const int64_t n = quats.size(0);
-  if (n == 0) return {v_quats, v_scales};
+  const CovarBwdPrepared p = prepare_covar_bwd(op, quats_in, scales_in, v_covars_in);
+  if (p.n == 0) return {p.v_quats, p.v_scales};
+  const c10::cuda::CUDAGuard guard(p.quats.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(quats.scalar_type(), "quat_scale_to_covar", [&] {
-    covar_bwd_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream>>>(
-        n, quats.data_ptr<scalar_t>(), scales.data_ptr<scalar_t>(), v_covars.data_ptr<scalar_t>(),
-        v_quats.data_ptr<scalar_t>(), v_scales.data_ptr<scalar_t>());
+  AT_DISPATCH_FLOATING_TYPES(p.quats.scalar_type(), "quat_scale_to_covar", [&] {
+    covar_bwd_kernel<scalar_t><<<blocks_for(p.n), kThreads, 0, stream>>>(
+        p.n, p.quats.data_ptr<scalar_t>(), p.scales.data_ptr<scalar_t>(),
+        p.v_covars.data_ptr<scalar_t>(), p.v_quats.data_ptr<scalar_t>(),
+        p.v_scales.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {v_quats, v_scales};
+  return {p.v_quats, p.v_scales};
 }
 
 }  // namespace

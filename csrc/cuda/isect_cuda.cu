@@ -18,7 +18,7 @@
 
 #include "moegs/tiles.h"
 #include "launch.cuh"
-#include "../ops/isect_checks.h"
+#include "../ops/isect_prepare.h"
 
 namespace moegs {
 namespace {
@@ -131,20 +131,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> isect_tiles_cuda(
     const at::Tensor& image_ids_in, int64_t n_images, int64_t tile_size, int64_t tile_width,
     int64_t tile_height) {
   const char* op = "isect_tiles";
-  check_isect_grid(op, n_images, tile_width, tile_height);
-  check_isect_inputs(op, means2d_in, radii_in, depths_in, image_ids_in, n_images, tile_size);
-  const c10::cuda::CUDAGuard guard(means2d_in.device());
-  const at::Tensor means2d = means2d_in.contiguous();
-  const at::Tensor radii = radii_in.contiguous();
-  const at::Tensor depths = depths_in.contiguous();
-  const at::Tensor image_ids = image_ids_in.contiguous();
-  const int64_t m = means2d.size(0);
-  const int64_t n_tiles = tile_width * tile_height;
-  const int tile_n_bits = bit_length(static_cast<uint64_t>(n_tiles));
+  const IsectTilesPrepared p = prepare_isect_tiles(op, means2d_in, radii_in, depths_in,
+                                                   image_ids_in, n_images, tile_size, tile_width,
+                                                   tile_height);
+  const c10::cuda::CUDAGuard guard(p.means2d.device());
+  const at::Tensor& means2d = p.means2d;
+  const at::Tensor& radii = p.radii;
+  const at::Tensor& depths = p.depths;
+  const at::Tensor& image_ids = p.image_ids;
+  const at::Tensor& tiles_per_gauss = p.tiles_per_gauss;
+  const int64_t m = p.m;
+  const int tile_n_bits = p.tile_n_bits;
   const int image_n_bits = bit_length(static_cast<uint64_t>(n_images));
   const auto opts = means2d.options();
 
-  at::Tensor tiles_per_gauss = at::empty({m}, opts.dtype(at::kInt));
   if (m == 0) {
     return {tiles_per_gauss, at::empty({0}, opts.dtype(at::kLong)),
             at::empty({0}, opts.dtype(at::kInt))};
@@ -193,15 +193,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> isect_tiles_cuda(
 at::Tensor isect_offset_encode_cuda(const at::Tensor& isect_ids_in, int64_t n_images,
                                     int64_t tile_width, int64_t tile_height) {
   const char* op = "isect_offset_encode";
-  check_isect_grid(op, n_images, tile_width, tile_height);
-  const int64_t n = check_offset_encode_inputs(op, isect_ids_in);
-  const c10::cuda::CUDAGuard guard(isect_ids_in.device());
-  const at::Tensor isect_ids = isect_ids_in.contiguous();
-  const int64_t n_tiles = tile_width * tile_height;
-  const int64_t n_buckets = n_images * n_tiles;
-  const int tile_n_bits = bit_length(static_cast<uint64_t>(n_tiles));
-  at::Tensor offsets =
-      at::empty({n_images, tile_height, tile_width}, isect_ids.options().dtype(at::kInt));
+  const IsectOffsetPrepared p =
+      prepare_isect_offset_encode(op, isect_ids_in, n_images, tile_width, tile_height);
+  const c10::cuda::CUDAGuard guard(p.isect_ids.device());
+  const at::Tensor& isect_ids = p.isect_ids;
+  const at::Tensor& offsets = p.offsets;
+  const int64_t n = p.n, n_tiles = p.n_tiles, n_buckets = p.n_buckets;
+  const int tile_n_bits = p.tile_n_bits;
   if (n == 0) return offsets.zero_();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t* keys = isect_ids.data_ptr<int64_t>();

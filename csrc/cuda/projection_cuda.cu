@@ -22,7 +22,7 @@
 
 #include "moegs/projection.h"
 #include "launch.cuh"
-#include "../ops/projection_checks.h"
+#include "../ops/projection_prepare.h"
 
 namespace moegs {
 namespace {
@@ -30,23 +30,13 @@ namespace {
 constexpr int kReduceThreads = 256;  // a power of two (tree reduction)
 constexpr int64_t kMaxReduceBlocks = 65535;
 
-// Forward outputs of project_fwd_kernel.
-template <typename T>
-struct FwdOut {
-  int32_t* radii;    // [B, C, N, 2]
-  T* means2d;        // [B, C, N, 2]
-  T* depths;         // [B, C, N]
-  T* conics;         // [B, C, N, 3]
-  T* compensations;  // [B, C, N] or nullptr
-};
-
 // means [B, N, 3], covars [B, N, 6], viewmats [B, C, 4, 4], Ks [B, C, 3, 3],
 // opacities [B, N] or nullptr -> out (one thread per (b, c, n)).
 template <typename T>
 __global__ void project_fwd_kernel(ProjectionParams params, int64_t nb, int64_t nc, int64_t nn,
                                    const T* __restrict__ means, const T* __restrict__ covars,
                                    const T* __restrict__ viewmats, const T* __restrict__ ks,
-                                   const T* __restrict__ opacities, FwdOut<T> out) {
+                                   const T* __restrict__ opacities, ProjectFwdOut<T> out) {
   const int64_t total = nb * nc * nn;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
@@ -116,46 +106,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> project_f
     const at::Tensor& ks_in, const std::optional<at::Tensor>& opacities_in, int64_t width,
     int64_t height, double eps2d, double near_plane, double far_plane, double radius_clip,
     bool calc_compensations, int64_t camera_model) {
-  const char* op = "project_fwd";
-  // (Plain variables: the dispatch lambda captures them.)
-  int64_t nb, nc, nn;
-  std::tie(nb, nc, nn) = check_project_fwd_inputs(op, means_in, covars_in, viewmats_in, ks_in,
-                                                  opacities_in, width, height, camera_model);
-  const c10::cuda::CUDAGuard guard(means_in.device());
-  const at::Tensor means = means_in.contiguous();
-  const at::Tensor covars = covars_in.contiguous();
-  const at::Tensor viewmats = viewmats_in.contiguous();
-  const at::Tensor ks = ks_in.contiguous();
-  const at::Tensor opacities = opacities_in.has_value() ? opacities_in->contiguous() : at::Tensor();
+  const ProjectFwdPrepared p = prepare_project_fwd(
+      "project_fwd", means_in, covars_in, viewmats_in, ks_in, opacities_in, width, height, eps2d,
+      near_plane, far_plane, radius_clip, calc_compensations, camera_model);
+  const int64_t total = p.nb * p.nc * p.nn;
+  if (total == 0) return p.outputs();
 
-  const ProjectionParams params{static_cast<int32_t>(width), static_cast<int32_t>(height),
-                                eps2d, near_plane, far_plane, radius_clip,
-                                static_cast<int32_t>(camera_model), calc_compensations};
-  const auto opts = means.options();
-  at::Tensor radii = at::empty({nb, nc, nn, 2}, opts.dtype(at::kInt));
-  at::Tensor means2d = at::empty({nb, nc, nn, 2}, opts);
-  at::Tensor depths = at::empty({nb, nc, nn}, opts);
-  at::Tensor conics = at::empty({nb, nc, nn, 3}, opts);
-  at::Tensor compensations =
-      calc_compensations ? at::empty({nb, nc, nn}, opts) : at::empty({0}, opts);
-  const int64_t total = nb * nc * nn;
-  if (total == 0) return {radii, means2d, depths, conics, compensations};
-
+  const c10::cuda::CUDAGuard guard(p.means.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_fwd", [&] {
-    FwdOut<scalar_t> out;
-    out.radii = radii.data_ptr<int32_t>();
-    out.means2d = means2d.data_ptr<scalar_t>();
-    out.depths = depths.data_ptr<scalar_t>();
-    out.conics = conics.data_ptr<scalar_t>();
-    out.compensations = calc_compensations ? compensations.data_ptr<scalar_t>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(p.means.scalar_type(), "project_fwd", [&] {
     project_fwd_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        params, nb, nc, nn, means.data_ptr<scalar_t>(), covars.data_ptr<scalar_t>(),
-        viewmats.data_ptr<scalar_t>(), ks.data_ptr<scalar_t>(),
-        opacities.defined() ? opacities.data_ptr<scalar_t>() : nullptr, out);
+        p.params, p.nb, p.nc, p.nn, p.means.data_ptr<scalar_t>(), p.covars.data_ptr<scalar_t>(),
+        p.viewmats.data_ptr<scalar_t>(), p.ks.data_ptr<scalar_t>(), p.opacities_ptr<scalar_t>(),
+        p.out<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {radii, means2d, depths, conics, compensations};
+  return p.outputs();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> project_bwd_cuda(
@@ -165,69 +131,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_bwd_cuda(
     const std::optional<at::Tensor>& compensations_in, const at::Tensor& v_means2d_in,
     const at::Tensor& v_depths_in, const at::Tensor& v_conics_in,
     const std::optional<at::Tensor>& v_compensations_in, bool viewmats_requires_grad) {
-  const char* op = "project_bwd";
-  int64_t nb, nc, nn;
-  std::tie(nb, nc, nn) = check_project_bwd_inputs(
-      op, means_in, covars_in, viewmats_in, ks_in, width, height, camera_model, radii_in,
-      conics_in, compensations_in, v_means2d_in, v_depths_in, v_conics_in, v_compensations_in);
-  const c10::cuda::CUDAGuard guard(means_in.device());
-
-  const at::Tensor means = means_in.contiguous();
-  const at::Tensor covars = covars_in.contiguous();
-  const at::Tensor viewmats = viewmats_in.contiguous();
-  const at::Tensor ks = ks_in.contiguous();
-  const at::Tensor radii = radii_in.contiguous();
-  const at::Tensor conics = conics_in.contiguous();
-  const at::Tensor v_means2d = v_means2d_in.contiguous();
-  const at::Tensor v_depths = v_depths_in.contiguous();
-  const at::Tensor v_conics = v_conics_in.contiguous();
-  // The compensation VJP needs both the value and its cotangent.
-  const bool with_comp = v_compensations_in.has_value();
-  const at::Tensor compensations = with_comp ? compensations_in->contiguous() : at::Tensor();
-  const at::Tensor v_compensations = with_comp ? v_compensations_in->contiguous() : at::Tensor();
-
-  // near/far/radius_clip only shape the forward's culling, which radii record.
-  const ProjectionParams params{static_cast<int32_t>(width), static_cast<int32_t>(height),
-                                eps2d, 0.0, 0.0, 0.0, static_cast<int32_t>(camera_model),
-                                with_comp};
-  at::Tensor v_means = at::empty_like(means);
-  at::Tensor v_covars = at::empty_like(covars);
-  at::Tensor v_viewmats =
-      viewmats_requires_grad ? at::empty_like(viewmats) : at::empty({0}, means.options());
-  at::Tensor view_partials = viewmats_requires_grad
-                                 ? at::empty({nb, nc, nn, kViewGradSize}, means.options())
-                                 : at::Tensor();
-  const int64_t n_gauss = nb * nn, n_cams = nb * nc;
-  if (viewmats_requires_grad && nn == 0) v_viewmats.zero_();  // empty sums
-  if (n_gauss == 0) return {v_means, v_covars, v_viewmats};
+  const ProjectBwdPrepared p = prepare_project_bwd(
+      "project_bwd", means_in, covars_in, viewmats_in, ks_in, width, height, eps2d, camera_model,
+      radii_in, conics_in, compensations_in, v_means2d_in, v_depths_in, v_conics_in,
+      v_compensations_in, viewmats_requires_grad);
+  const c10::cuda::CUDAGuard guard(p.means.device());
+  const int64_t n_gauss = p.nb * p.nn, n_cams = p.nb * p.nc;
+  if (p.viewmats_requires_grad && p.nn == 0) p.v_viewmats.zero_();  // empty sums
+  if (n_gauss == 0) return p.outputs();
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_bwd", [&] {
-    ProjectionBwdArgs<scalar_t> a;
-    a.means = means.data_ptr<scalar_t>();
-    a.covars = covars.data_ptr<scalar_t>();
-    a.viewmats = viewmats.data_ptr<scalar_t>();
-    a.ks = ks.data_ptr<scalar_t>();
-    a.radii = radii.data_ptr<int32_t>();
-    a.conics = conics.data_ptr<scalar_t>();
-    a.compensations = with_comp ? compensations.data_ptr<scalar_t>() : nullptr;
-    a.v_means2d = v_means2d.data_ptr<scalar_t>();
-    a.v_depths = v_depths.data_ptr<scalar_t>();
-    a.v_conics = v_conics.data_ptr<scalar_t>();
-    a.v_compensations = with_comp ? v_compensations.data_ptr<scalar_t>() : nullptr;
-    scalar_t* partials = viewmats_requires_grad ? view_partials.data_ptr<scalar_t>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(p.means.scalar_type(), "project_bwd", [&] {
+    scalar_t* partials = p.view_partials_ptr<scalar_t>();
     project_bwd_gaussians_kernel<scalar_t><<<blocks_for(n_gauss), kThreads, 0, stream>>>(
-        params, nb, nc, nn, a, v_means.data_ptr<scalar_t>(), v_covars.data_ptr<scalar_t>(),
-        partials);
+        p.params, p.nb, p.nc, p.nn, p.args<scalar_t>(), p.v_means.data_ptr<scalar_t>(),
+        p.v_covars.data_ptr<scalar_t>(), partials);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    if (viewmats_requires_grad && n_cams > 0) {
+    if (p.viewmats_requires_grad && n_cams > 0) {
       const auto blocks = static_cast<unsigned int>(std::min(n_cams, kMaxReduceBlocks));
       project_bwd_cameras_kernel<scalar_t><<<blocks, kReduceThreads, 0, stream>>>(
-          n_cams, nn, partials, v_viewmats.data_ptr<scalar_t>());
+          n_cams, p.nn, partials, p.v_viewmats.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
-  return {v_means, v_covars, v_viewmats};
+  return p.outputs();
 }
 
 }  // namespace

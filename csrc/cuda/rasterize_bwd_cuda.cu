@@ -24,19 +24,13 @@
 
 #include "moegs/checks.h"
 #include "moegs/composite.h"
-#include "../ops/rasterize_checks.h"
+#include "../ops/rasterize_prepare.h"
 #include "rasterize_cuda.cuh"
 
 namespace moegs {
 namespace {
 
 using namespace rasterize_cuda;
-
-// Column layout of a per-intersection gradient row (as on the CPU).
-constexpr int64_t kRowMean = 0;     // v_means2d (2)
-constexpr int64_t kRowConic = 2;    // v_conics (3)
-constexpr int64_t kRowOpacity = 5;  // v_opacities (1)
-constexpr int64_t kRowFeature = 6;  // v_features (F), then v_means2d_abs (2) if absgrad
 
 // Columns summed per shared-memory round of BlockSum.
 constexpr int kChunk = kWarpSize;
@@ -50,25 +44,11 @@ unsigned int blocks_1d(int64_t n) {
       std::min<int64_t>((n + kThreads1d - 1) / kThreads1d, kMaxBlocks1d));
 }
 
+// The shared arguments plus per-thread scratch of the CUDA kernel.
 template <typename T>
-struct BwdArgs {
-  const T* means2d;              // [M, 2]
-  const T* conics;               // [M, 3]
-  const T* opacities;            // [M]
-  const T* features;             // [M, F]
-  const int32_t* expert_ids;     // [M]
-  const T* backgrounds;          // [I, K, F]
-  const int32_t* isect_offsets;  // [I, TH, TW]
-  const int32_t* flatten_ids;    // [n_isects]
-  const int32_t* last_ids;       // [I, K, H, W]
-  const T* v_render;             // [I, K, H, W, F]
-  const T* v_alphas;             // [I, K, H, W, 1]
-  T* isect_grads;                // [n_isects, row], zero on entry
-  T* tile_v_backgrounds;         // [I * TH * TW, K, F], zero on entry
-  T* scratch;                    // [I * TH * TW * threads, F]: one vector per thread
-  T* behind;                     // [I * TH * TW * threads, K, F]: one per thread
-  int64_t row;                   // 6 + F (+ 2 with absgrad)
-  bool absgrad;
+struct BwdArgs : RasterizeBwdArgs<T> {
+  T* scratch;  // [I * TH * TW * threads, F]: one vector per thread
+  T* behind;   // [I * TH * TW * threads, K, F]: one per thread
 };
 
 // Column sums over the threads of a block, in a fixed order: lanes by a
@@ -387,64 +367,26 @@ rasterize_experts_bwd_cuda(const at::Tensor& means2d_in, const at::Tensor& conic
                            const at::Tensor& v_render_in, const at::Tensor& v_alphas_in,
                            bool absgrad) {
   const char* op = "rasterize_experts_bwd";
-  const CompositeParams params{alpha_max, min_transmittance, pixel_offset};
-  const RasterizeDims d = check_rasterize_inputs(
+  const RasterizeBwdPrepared p = prepare_rasterize_bwd(
       op, means2d_in, conics_in, opacities_in, features_in, expert_ids_in, backgrounds_in,
-      isect_offsets_in, flatten_ids_in, width, height, tile_size, num_experts, params);
-  check_rasterize_grads(op, d, means2d_in, isect_offsets_in, alphas_in, last_ids_in, v_render_in,
-                        v_alphas_in);
-  check_cuda_launch(op, means2d_in, d);
-  const c10::cuda::CUDAGuard guard(means2d_in.device());
+      isect_offsets_in, flatten_ids_in, width, height, tile_size, num_experts, alpha_max,
+      min_transmittance, pixel_offset, alphas_in, last_ids_in, v_render_in, v_alphas_in, absgrad,
+      [&](const RasterizeDims& d) { check_cuda_launch(op, means2d_in, d); });
+  const c10::cuda::CUDAGuard guard(p.in.means2d.device());
 
-  const at::Tensor means2d = means2d_in.contiguous();
-  const at::Tensor conics = conics_in.contiguous();
-  const at::Tensor opacities = opacities_in.contiguous();
-  const at::Tensor features = features_in.contiguous();
-  const at::Tensor expert_ids = expert_ids_in.contiguous();
-  const at::Tensor backgrounds = backgrounds_in.contiguous();
-  const at::Tensor isect_offsets = isect_offsets_in.contiguous();
-  const at::Tensor flatten_ids = flatten_ids_in.contiguous();
-  const at::Tensor last_ids = last_ids_in.contiguous();
-  const at::Tensor v_render = v_render_in.contiguous();
-  const at::Tensor v_alphas = v_alphas_in.contiguous();
-
+  const RasterizeDims& d = p.d;
   const int64_t F = d.num_features;
-  const int64_t row = kRowFeature + F + (absgrad ? 2 : 0);
   const int64_t tiles_per_image = int64_t(d.tiles_x) * d.tiles_y;
-  const int64_t num_tiles = d.num_images * tiles_per_image;
+  const int64_t num_tiles = p.num_tiles;
   const int threads = block_threads(d.tile_size);
-  at::Tensor isect_grads = at::zeros({d.num_isects, row}, means2d.options());
-  at::Tensor tile_v_bg = at::zeros({num_tiles, d.num_experts, F}, means2d.options());
-  at::Tensor scratch = at::empty({num_tiles * threads, F}, means2d.options());
-  at::Tensor behind = at::empty({num_tiles * threads, d.num_experts, F}, means2d.options());
-
-  at::Tensor v_means2d = at::empty(means2d.sizes(), means2d.options());
-  at::Tensor v_conics = at::empty(conics.sizes(), means2d.options());
-  at::Tensor v_opacities = at::empty(opacities.sizes(), means2d.options());
-  at::Tensor v_features = at::empty(features.sizes(), means2d.options());
-  at::Tensor v_means2d_abs =
-      absgrad ? at::empty(means2d.sizes(), means2d.options()) : at::empty({0}, means2d.options());
-  at::Tensor v_backgrounds = at::empty_like(backgrounds);
+  const at::TensorOptions opts = p.in.means2d.options();
+  at::Tensor scratch = at::empty({num_tiles * threads, F}, opts);
+  at::Tensor behind = at::empty({num_tiles * threads, d.num_experts, F}, opts);
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_experts_bwd", [&] {
-    const BwdArgs<scalar_t> a{means2d.data_ptr<scalar_t>(),
-                              conics.data_ptr<scalar_t>(),
-                              opacities.data_ptr<scalar_t>(),
-                              features.data_ptr<scalar_t>(),
-                              expert_ids.data_ptr<int32_t>(),
-                              backgrounds.data_ptr<scalar_t>(),
-                              isect_offsets.data_ptr<int32_t>(),
-                              flatten_ids.data_ptr<int32_t>(),
-                              last_ids.data_ptr<int32_t>(),
-                              v_render.data_ptr<scalar_t>(),
-                              v_alphas.data_ptr<scalar_t>(),
-                              isect_grads.data_ptr<scalar_t>(),
-                              tile_v_bg.data_ptr<scalar_t>(),
-                              scratch.data_ptr<scalar_t>(),
-                              behind.data_ptr<scalar_t>(),
-                              row,
-                              absgrad};
+  AT_DISPATCH_FLOATING_TYPES(p.in.means2d.scalar_type(), "rasterize_experts_bwd", [&] {
+    const BwdArgs<scalar_t> a{p.args<scalar_t>(), scratch.data_ptr<scalar_t>(),
+                              behind.data_ptr<scalar_t>()};
 
     // 1. per-intersection rows and per-tile background partials
     if (num_tiles > 0) {
@@ -452,28 +394,26 @@ rasterize_experts_bwd_cuda(const at::Tensor& means2d_in, const at::Tensor& conic
       const size_t smem = 2 * warps * kChunk * sizeof(scalar_t) +
                           batch_size(threads) * (sizeof(Splat<scalar_t>) + sizeof(int32_t)) +
                           2 * warps * sizeof(int);
-      dispatch_expert_bound(d.num_experts, [&](auto bound) {
-        constexpr int KB = decltype(bound)::value;
-        check_block_fits(op, rasterize_bwd_kernel<scalar_t, KB>, threads, d.tile_size);
-        rasterize_bwd_kernel<scalar_t, KB>
-            <<<static_cast<unsigned int>(num_tiles), threads, smem, stream>>>(a, d, params);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+      launch_per_tile(
+          op, d, num_tiles, threads, smem, stream,
+          [](auto bound) { return rasterize_bwd_kernel<scalar_t, decltype(bound)::value>; }, a,
+          d, p.params);
     }
 
     // 2. per-entry sums
     if (d.num_entries > 0 && d.num_isects > 0) {
       at::Tensor sorted_ids, order;
-      std::tie(sorted_ids, order) = sort_by_entry(flatten_ids, d.num_entries, stream);
+      std::tie(sorted_ids, order) = sort_by_entry(p.in.flatten_ids, d.num_entries, stream);
       reduce_per_entry_kernel<scalar_t><<<blocks_1d(d.num_entries), kThreads1d, 0, stream>>>(
           d.num_entries, d.num_isects, sorted_ids.data_ptr<int32_t>(), order.data_ptr<int32_t>(),
-          a.isect_grads, row, F, absgrad, v_means2d.data_ptr<scalar_t>(),
-          v_conics.data_ptr<scalar_t>(), v_opacities.data_ptr<scalar_t>(),
-          v_features.data_ptr<scalar_t>(),
-          absgrad ? v_means2d_abs.data_ptr<scalar_t>() : nullptr);
+          a.isect_grads, a.row, F, a.absgrad, p.v_means2d.data_ptr<scalar_t>(),
+          p.v_conics.data_ptr<scalar_t>(), p.v_opacities.data_ptr<scalar_t>(),
+          p.v_features.data_ptr<scalar_t>(),
+          a.absgrad ? p.v_means2d_abs.data_ptr<scalar_t>() : nullptr);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     } else {
-      for (at::Tensor* t : {&v_means2d, &v_conics, &v_opacities, &v_features, &v_means2d_abs})
+      for (const at::Tensor* t :
+           {&p.v_means2d, &p.v_conics, &p.v_opacities, &p.v_features, &p.v_means2d_abs})
         t->zero_();
     }
 
@@ -483,12 +423,12 @@ rasterize_experts_bwd_cuda(const at::Tensor& means2d_in, const at::Tensor& conic
       reduce_per_image_kernel<scalar_t>
           <<<blocks_1d(d.num_images * n_bg), kThreads1d, 0, stream>>>(
               d.num_images, tiles_per_image, n_bg, a.tile_v_backgrounds,
-              v_backgrounds.data_ptr<scalar_t>());
+              p.v_backgrounds.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
 
-  return {v_means2d, v_conics, v_opacities, v_features, v_backgrounds, v_means2d_abs};
+  return p.outputs();
 }
 
 }  // namespace

@@ -34,6 +34,8 @@ void dispatch_expert_bound(int32_t num_experts, Fn&& fn) {
     fn(std::integral_constant<int, 1>{});
   } else if (num_experts <= 4) {
     fn(std::integral_constant<int, 4>{});
+  } else if (num_experts <= 8) {
+    fn(std::integral_constant<int, 8>{});
   } else {
     fn(std::integral_constant<int, 16>{});
   }
@@ -70,6 +72,20 @@ void check_block_fits(const char* op, Kernel* kernel, int threads, int32_t tile_
   MOEGS_CHECK(op, threads <= attr.maxThreadsPerBlock, "tile_size ", tile_size, " needs ",
               threads, " threads per block, this kernel runs at most ", attr.maxThreadsPerBlock,
               " on this device; use a smaller tile_size");
+}
+
+// Launches one block of `threads` per tile, kernel_for(bound) giving the
+// kernel specialised for the expert bound of d.num_experts.
+template <typename KernelFor, typename... Args>
+void launch_per_tile(const char* op, const RasterizeDims& d, int64_t num_tiles, int threads,
+                     size_t smem, cudaStream_t stream, KernelFor&& kernel_for,
+                     const Args&... args) {
+  dispatch_expert_bound(d.num_experts, [&](auto bound) {
+    auto* kernel = kernel_for(bound);
+    check_block_fits(op, kernel, threads, d.tile_size);
+    kernel<<<static_cast<unsigned int>(num_tiles), threads, smem, stream>>>(args...);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
 }
 
 // The pixel of this thread in the block's tile (blockIdx.x numbers the tiles

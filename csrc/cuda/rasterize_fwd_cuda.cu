@@ -10,28 +10,13 @@
 
 #include "moegs/checks.h"
 #include "moegs/composite.h"
-#include "../ops/rasterize_checks.h"
+#include "../ops/rasterize_prepare.h"
 #include "rasterize_cuda.cuh"
 
 namespace moegs {
 namespace {
 
 using namespace rasterize_cuda;
-
-template <typename T>
-struct FwdArgs {
-  const T* means2d;              // [M, 2]
-  const T* conics;               // [M, 3]
-  const T* opacities;            // [M]
-  const T* features;             // [M, F]
-  const int32_t* expert_ids;     // [M]
-  const T* backgrounds;          // [I, K, F]
-  const int32_t* isect_offsets;  // [I, TH, TW]
-  const int32_t* flatten_ids;    // [n_isects]
-  T* render;                     // [I, K, H, W, F]
-  T* alphas;                     // [I, K, H, W, 1]
-  int32_t* last_ids;             // [I, K, H, W]
-};
 
 // Experts with at least one Gaussian in the run [begin, end) of the block's
 // tile, as a bit mask (integer OR: the result does not depend on the order).
@@ -53,7 +38,7 @@ __device__ uint32_t experts_present(const int32_t* expert_ids, const int32_t* fl
 // Per thread: the pixel's walk over the tile's run, front to back, with the
 // state of up to KB experts (K = d.num_experts <= KB at run time).
 template <typename T, int KB>
-__global__ void rasterize_fwd_kernel(FwdArgs<T> a, RasterizeDims d, CompositeParams p) {
+__global__ void rasterize_fwd_kernel(RasterizeFwdArgs<T> a, RasterizeDims d, CompositeParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int batch = min(static_cast<int>(blockDim.x), kMaxBatch);
   Splat<T>* s_splat = reinterpret_cast<Splat<T>*>(smem);      // [batch]
@@ -132,50 +117,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_experts_fwd_cuda(
     int64_t num_experts, double alpha_max, double min_transmittance, double pixel_offset,
     bool /*absgrad: read by the backward only*/) {
   const char* op = "rasterize_experts_fwd";
-  const CompositeParams params{alpha_max, min_transmittance, pixel_offset};
-  const RasterizeDims d = check_rasterize_inputs(
+  const RasterizeFwdPrepared p = prepare_rasterize_fwd(
       op, means2d_in, conics_in, opacities_in, features_in, expert_ids_in, backgrounds_in,
-      isect_offsets_in, flatten_ids_in, width, height, tile_size, num_experts, params);
-  check_cuda_launch(op, means2d_in, d);
-  const c10::cuda::CUDAGuard guard(means2d_in.device());
-
-  const at::Tensor means2d = means2d_in.contiguous();
-  const at::Tensor conics = conics_in.contiguous();
-  const at::Tensor opacities = opacities_in.contiguous();
-  const at::Tensor features = features_in.contiguous();
-  const at::Tensor expert_ids = expert_ids_in.contiguous();
-  const at::Tensor backgrounds = backgrounds_in.contiguous();
-  const at::Tensor isect_offsets = isect_offsets_in.contiguous();
-  const at::Tensor flatten_ids = flatten_ids_in.contiguous();
-
-  at::Tensor render = at::empty({d.num_images, d.num_experts, d.height, d.width, d.num_features},
-                                means2d.options());
-  at::Tensor alphas =
-      at::empty({d.num_images, d.num_experts, d.height, d.width, 1}, means2d.options());
-  at::Tensor last_ids = at::empty({d.num_images, d.num_experts, d.height, d.width},
-                                  means2d.options().dtype(at::kInt));
+      isect_offsets_in, flatten_ids_in, width, height, tile_size, num_experts, alpha_max,
+      min_transmittance, pixel_offset,
+      [&](const RasterizeDims& d) { check_cuda_launch(op, means2d_in, d); });
+  const RasterizeDims& d = p.d;
   const int64_t num_tiles = d.num_images * d.tiles_x * d.tiles_y;
-  if (num_tiles == 0) return {render, alphas, last_ids};
+  if (num_tiles == 0) return p.outputs();
 
+  const c10::cuda::CUDAGuard guard(p.in.means2d.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int threads = block_threads(d.tile_size);
-  AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_experts_fwd", [&] {
-    const FwdArgs<scalar_t> a{means2d.data_ptr<scalar_t>(),     conics.data_ptr<scalar_t>(),
-                              opacities.data_ptr<scalar_t>(),   features.data_ptr<scalar_t>(),
-                              expert_ids.data_ptr<int32_t>(),   backgrounds.data_ptr<scalar_t>(),
-                              isect_offsets.data_ptr<int32_t>(), flatten_ids.data_ptr<int32_t>(),
-                              render.data_ptr<scalar_t>(),      alphas.data_ptr<scalar_t>(),
-                              last_ids.data_ptr<int32_t>()};
+  AT_DISPATCH_FLOATING_TYPES(p.in.means2d.scalar_type(), "rasterize_experts_fwd", [&] {
+    const RasterizeFwdArgs<scalar_t> a = p.args<scalar_t>();
     const size_t smem = batch_size(threads) * (sizeof(Splat<scalar_t>) + sizeof(int32_t));
-    dispatch_expert_bound(d.num_experts, [&](auto bound) {
-      constexpr int KB = decltype(bound)::value;
-      check_block_fits(op, rasterize_fwd_kernel<scalar_t, KB>, threads, d.tile_size);
-      rasterize_fwd_kernel<scalar_t, KB>
-          <<<static_cast<unsigned int>(num_tiles), threads, smem, stream>>>(a, d, params);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+    launch_per_tile(
+        op, d, num_tiles, threads, smem, stream,
+        [](auto bound) { return rasterize_fwd_kernel<scalar_t, decltype(bound)::value>; }, a, d,
+        p.params);
   });
-  return {render, alphas, last_ids};
+  return p.outputs();
 }
 
 }  // namespace
