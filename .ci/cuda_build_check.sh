@@ -64,5 +64,5 @@ for op in ops:
 if not ops or missing:
     print(f"cuda-check: FAILED, no CUDA kernel for: {missing}")
     sys.exit(1)
-print(f"cuda-check: {len(ops)} passed, 0 failed")
+print(f"cuda-check: all {len(ops)} ops have CUDA kernels")
 PY
