@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser(
         "demo",
-        help="fit a K-expert Gaussian mixture to the built-in analytic scene (CPU, about a minute)",
+        help="fit a K-expert Gaussian mixture to the built-in analytic scene (CPU, about 1.5 minutes)",
         description="Builds the built-in scene (analytic ray casting), trains a single-pass K-expert mixture "
         "with per-pixel softmax gates, evaluates on held-out views and writes PNGs and results.json.",
     )
