@@ -24,23 +24,8 @@ void project_fwd_kernel(const ProjectionParams& params, int64_t nb, int64_t nc, 
                         const T* means, const T* covars, const T* viewmats, const T* ks,
                         const T* opacities, const ProjectFwdOut<T>& out) {
   at::parallel_for(0, nb * nc * nn, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / (nc * nn), c = (i / nn) % nc, n = i % nn;
-      const int64_t g = b * nn + n;     // Gaussian
-      const int64_t cam = b * nc + c;  // camera
-      const Projected<T> o = project_gaussian(params, means + 3 * g, covars + 6 * g,
-                                              viewmats + 16 * cam, ks + 9 * cam,
-                                              opacities != nullptr ? opacities + g : nullptr);
-      out.radii[2 * i] = o.radius[0];
-      out.radii[2 * i + 1] = o.radius[1];
-      out.means2d[2 * i] = o.mean2d.x;
-      out.means2d[2 * i + 1] = o.mean2d.y;
-      out.depths[i] = o.depth;
-      out.conics[3 * i] = o.conic[0];
-      out.conics[3 * i + 1] = o.conic[1];
-      out.conics[3 * i + 2] = o.conic[2];
-      if (out.compensations != nullptr) out.compensations[i] = o.compensation;
-    }
+    for (int64_t i = begin; i < end; ++i)
+      project_fwd_element(params, i, nc, nn, means, covars, viewmats, ks, opacities, out);
   });
 }
 

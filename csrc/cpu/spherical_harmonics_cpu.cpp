@@ -17,10 +17,7 @@ constexpr int64_t kGrain = 1024;
 template <typename T>
 void sh_fwd_kernel(int64_t m, int64_t kc, int degree, const T* dirs, const T* coeffs, T* colors) {
   at::parallel_for(0, m, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T* d = dirs + 3 * i;
-      sh_to_color(degree, vec3<T>{d[0], d[1], d[2]}, coeffs + 3 * kc * i, colors + 3 * i);
-    }
+    for (int64_t i = begin; i < end; ++i) sh_fwd_element(i, kc, degree, dirs, coeffs, colors);
   });
 }
 
@@ -29,20 +26,9 @@ void sh_fwd_kernel(int64_t m, int64_t kc, int degree, const T* dirs, const T* co
 template <typename T>
 void sh_bwd_kernel(int64_t m, int64_t kc, int degree, const T* dirs, const T* coeffs,
                    const T* colors, const T* v_colors, T* v_dirs, T* v_coeffs) {
-  const int nb = sh_num_bases(degree);
   at::parallel_for(0, m, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T* d = dirs + 3 * i;
-      T* vc = v_coeffs + 3 * kc * i;
-      for (int64_t j = 3 * nb; j < 3 * kc; ++j) vc[j] = T(0);
-      vec3<T> vd;
-      sh_to_color_vjp(degree, vec3<T>{d[0], d[1], d[2]}, coeffs + 3 * kc * i, colors + 3 * i,
-                      v_colors + 3 * i, vc, v_dirs != nullptr ? &vd : nullptr);
-      if (v_dirs != nullptr) {
-        T* o = v_dirs + 3 * i;
-        o[0] = vd.x; o[1] = vd.y; o[2] = vd.z;
-      }
-    }
+    for (int64_t i = begin; i < end; ++i)
+      sh_bwd_element(i, kc, degree, dirs, coeffs, colors, v_colors, v_dirs, v_coeffs);
   });
 }
 

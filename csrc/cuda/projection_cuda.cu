@@ -39,23 +39,8 @@ __global__ void project_fwd_kernel(ProjectionParams params, int64_t nb, int64_t 
                                    const T* __restrict__ opacities, ProjectFwdOut<T> out) {
   const int64_t total = nb * nc * nn;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
-    const int64_t b = i / (nc * nn), c = (i / nn) % nc, n = i % nn;
-    const int64_t g = b * nn + n;    // Gaussian
-    const int64_t cam = b * nc + c;  // camera
-    const Projected<T> o = project_gaussian(params, means + 3 * g, covars + 6 * g,
-                                            viewmats + 16 * cam, ks + 9 * cam,
-                                            opacities != nullptr ? opacities + g : nullptr);
-    out.radii[2 * i] = o.radius[0];
-    out.radii[2 * i + 1] = o.radius[1];
-    out.means2d[2 * i] = o.mean2d.x;
-    out.means2d[2 * i + 1] = o.mean2d.y;
-    out.depths[i] = o.depth;
-    out.conics[3 * i] = o.conic[0];
-    out.conics[3 * i + 1] = o.conic[1];
-    out.conics[3 * i + 2] = o.conic[2];
-    if (out.compensations != nullptr) out.compensations[i] = o.compensation;
-  }
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride)
+    project_fwd_element(params, i, nc, nn, means, covars, viewmats, ks, opacities, out);
 }
 
 // Pass 1, one thread per (b, n) -> v_means [B, N, 3], v_covars [B, N, 6] and,

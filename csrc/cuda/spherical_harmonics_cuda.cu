@@ -21,10 +21,8 @@ template <typename T>
 __global__ void sh_fwd_kernel(int64_t m, int64_t kc, int degree, const T* __restrict__ dirs,
                               const T* __restrict__ coeffs, T* __restrict__ colors) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < m; i += stride) {
-    const T* d = dirs + 3 * i;
-    sh_to_color(degree, vec3<T>{d[0], d[1], d[2]}, coeffs + 3 * kc * i, colors + 3 * i);
-  }
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < m; i += stride)
+    sh_fwd_element(i, kc, degree, dirs, coeffs, colors);
 }
 
 // dirs [M, 3], coeffs [M, Kc, 3], colors [M, 3], v_colors [M, 3]
@@ -34,20 +32,9 @@ __global__ void sh_bwd_kernel(int64_t m, int64_t kc, int degree, const T* __rest
                               const T* __restrict__ coeffs, const T* __restrict__ colors,
                               const T* __restrict__ v_colors, T* __restrict__ v_dirs,
                               T* __restrict__ v_coeffs) {
-  const int nb = sh_num_bases(degree);
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < m; i += stride) {
-    const T* d = dirs + 3 * i;
-    T* vc = v_coeffs + 3 * kc * i;
-    for (int64_t j = 3 * nb; j < 3 * kc; ++j) vc[j] = T(0);
-    vec3<T> vd;
-    sh_to_color_vjp(degree, vec3<T>{d[0], d[1], d[2]}, coeffs + 3 * kc * i, colors + 3 * i,
-                    v_colors + 3 * i, vc, v_dirs != nullptr ? &vd : nullptr);
-    if (v_dirs != nullptr) {
-      T* o = v_dirs + 3 * i;
-      o[0] = vd.x; o[1] = vd.y; o[2] = vd.z;
-    }
-  }
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < m; i += stride)
+    sh_bwd_element(i, kc, degree, dirs, coeffs, colors, v_colors, v_dirs, v_coeffs);
 }
 
 // dirs [M, 3], coeffs [M, Kc, 3] -> colors [M, 3]

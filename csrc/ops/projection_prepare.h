@@ -15,14 +15,6 @@
 namespace moegs {
 
 // Outputs of the forward kernels.
-template <typename T>
-struct ProjectFwdOut {
-  int32_t* radii;    // [B, C, N, 2]
-  T* means2d;        // [B, C, N, 2]
-  T* depths;         // [B, C, N]
-  T* conics;         // [B, C, N, 3]
-  T* compensations;  // [B, C, N] or nullptr
-};
 
 struct ProjectFwdPrepared {
   int64_t nb, nc, nn;      // B, C, N

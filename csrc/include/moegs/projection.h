@@ -590,4 +590,39 @@ MOEGS_HD void project_bwd_gaussian(const ProjectionParams& params, int64_t nc, i
   for (int k = 0; k < 6; ++k) v_covars[6 * g + k] = vc[k];
 }
 
+// Outputs of the forward over flat [B, C, N, ...] arrays.
+template <typename T>
+struct ProjectFwdOut {
+  int32_t* radii;    // [B, C, N, 2]
+  T* means2d;        // [B, C, N, 2]
+  T* depths;         // [B, C, N]
+  T* conics;         // [B, C, N, 3]
+  T* compensations;  // [B, C, N] or nullptr
+};
+
+// The body of one (scene b, camera c, Gaussian n) element of the forward,
+// i = (b * C + c) * N + n, shared by the CPU and CUDA loops.
+// means [B, N, 3], covars [B, N, 6], viewmats [B, C, 4, 4], ks [B, C, 3, 3],
+// opacities [B, N] or nullptr.
+template <typename T>
+MOEGS_HD void project_fwd_element(const ProjectionParams& params, int64_t i, int64_t nc,
+                                  int64_t nn, const T* means, const T* covars, const T* viewmats,
+                                  const T* ks, const T* opacities, const ProjectFwdOut<T>& out) {
+  const int64_t b = i / (nc * nn), c = (i / nn) % nc, n = i % nn;
+  const int64_t g = b * nn + n;     // Gaussian
+  const int64_t cam = b * nc + c;  // camera
+  const Projected<T> o = project_gaussian(params, means + 3 * g, covars + 6 * g,
+                                          viewmats + 16 * cam, ks + 9 * cam,
+                                          opacities != nullptr ? opacities + g : nullptr);
+  out.radii[2 * i] = o.radius[0];
+  out.radii[2 * i + 1] = o.radius[1];
+  out.means2d[2 * i] = o.mean2d.x;
+  out.means2d[2 * i + 1] = o.mean2d.y;
+  out.depths[i] = o.depth;
+  out.conics[3 * i] = o.conic[0];
+  out.conics[3 * i + 1] = o.conic[1];
+  out.conics[3 * i + 2] = o.conic[2];
+  if (out.compensations != nullptr) out.compensations[i] = o.compensation;
+}
+
 }  // namespace moegs

@@ -145,4 +145,32 @@ MOEGS_HD void sh_to_color_vjp(int degree, vec3<T> dir, const T* coeffs, const T*
   if (v_dir != nullptr) *v_dir = sh_dir_normalize_vjp(dir, sh_basis_vjp(degree, u, v_y));
 }
 
+// The body of one element of the SH ops over flat arrays, shared by the CPU
+// and CUDA loops. dirs [M, 3], coeffs [M, Kc, 3], colors [M, 3].
+template <typename T>
+MOEGS_HD void sh_fwd_element(int64_t i, int64_t kc, int degree, const T* dirs, const T* coeffs,
+                             T* colors) {
+  const T* d = dirs + 3 * i;
+  sh_to_color(degree, vec3<T>{d[0], d[1], d[2]}, coeffs + 3 * kc * i, colors + 3 * i);
+}
+
+// v_colors [M, 3] -> v_coeffs [M, Kc, 3] (zero for the unused bases) and
+// v_dirs [M, 3] (skipped when null).
+template <typename T>
+MOEGS_HD void sh_bwd_element(int64_t i, int64_t kc, int degree, const T* dirs, const T* coeffs,
+                             const T* colors, const T* v_colors, T* v_dirs, T* v_coeffs) {
+  const T* d = dirs + 3 * i;
+  T* vc = v_coeffs + 3 * kc * i;
+  for (int64_t j = 3 * sh_num_bases(degree); j < 3 * kc; ++j) vc[j] = T(0);
+  vec3<T> vd;
+  sh_to_color_vjp(degree, vec3<T>{d[0], d[1], d[2]}, coeffs + 3 * kc * i, colors + 3 * i,
+                  v_colors + 3 * i, vc, v_dirs != nullptr ? &vd : nullptr);
+  if (v_dirs != nullptr) {
+    T* o = v_dirs + 3 * i;
+    o[0] = vd.x;
+    o[1] = vd.y;
+    o[2] = vd.z;
+  }
+}
+
 }  // namespace moegs
