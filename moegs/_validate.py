@@ -12,7 +12,7 @@ from torch import Tensor
 from moegs._extension import has_cuda_kernels
 
 MAX_EXPERTS = 16
-MAX_IMAGE_SIDE = 1 << 15  # keeps (image, tile) ids inside the 32 high bits of the sort key
+MAX_IMAGE_SIDE = 1 << 15  # tile ids stay small; isect_tiles checks that (image, tile) bits fit in 31
 MAX_OUTPUT_ELEMENTS = (1 << 31) - 1  # int32 pixel indexing in the kernels
 
 
