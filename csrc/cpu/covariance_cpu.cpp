@@ -16,12 +16,8 @@ constexpr int64_t kGrain = 2048;
 template <typename T>
 void covar_fwd_kernel(int64_t n, const T* quats, const T* scales, T* covars) {
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T* q = quats + 4 * i;
-      const T* s = scales + 3 * i;
-      const mat3<T> c = quat_scale_to_covar(vec4<T>{q[0], q[1], q[2], q[3]}, vec3<T>{s[0], s[1], s[2]});
-      sym3_to_triu(c, covars + 6 * i);
-    }
+    for (int64_t i = begin; i < end; ++i)
+      covar_fwd_element(i, quats, scales, covars);
   });
 }
 
@@ -29,19 +25,8 @@ template <typename T>
 void covar_bwd_kernel(int64_t n, const T* quats, const T* scales, const T* v_covars, T* v_quats,
                       T* v_scales) {
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T* q = quats + 4 * i;
-      const T* s = scales + 3 * i;
-      const T* g = v_covars + 6 * i;
-      vec4<T> vq;
-      vec3<T> vs;
-      quat_scale_to_covar_vjp_triu(vec4<T>{q[0], q[1], q[2], q[3]}, vec3<T>{s[0], s[1], s[2]}, g,
-                                   &vq, &vs);
-      T* oq = v_quats + 4 * i;
-      oq[0] = vq.w; oq[1] = vq.x; oq[2] = vq.y; oq[3] = vq.z;
-      T* os = v_scales + 3 * i;
-      os[0] = vs.x; os[1] = vs.y; os[2] = vs.z;
-    }
+    for (int64_t i = begin; i < end; ++i)
+      covar_bwd_element(i, quats, scales, v_covars, v_quats, v_scales);
   });
 }
 

@@ -15,19 +15,13 @@
 namespace moegs {
 namespace {
 
-
 // quats [M, 4], scales [M, 3] -> covars [M, 6]
 template <typename T>
 __global__ void covar_fwd_kernel(int64_t n, const T* __restrict__ quats,
                                  const T* __restrict__ scales, T* __restrict__ covars) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const T* q = quats + 4 * i;
-    const T* s = scales + 3 * i;
-    const mat3<T> c =
-        quat_scale_to_covar(vec4<T>{q[0], q[1], q[2], q[3]}, vec3<T>{s[0], s[1], s[2]});
-    sym3_to_triu(c, covars + 6 * i);
-  }
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    covar_fwd_element(i, quats, scales, covars);
 }
 
 // quats [M, 4], scales [M, 3], v_covars [M, 6] -> v_quats [M, 4], v_scales [M, 3]
@@ -36,18 +30,8 @@ __global__ void covar_bwd_kernel(int64_t n, const T* __restrict__ quats,
                                  const T* __restrict__ scales, const T* __restrict__ v_covars,
                                  T* __restrict__ v_quats, T* __restrict__ v_scales) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const T* q = quats + 4 * i;
-    const T* s = scales + 3 * i;
-    vec4<T> vq;
-    vec3<T> vs;
-    quat_scale_to_covar_vjp_triu(vec4<T>{q[0], q[1], q[2], q[3]}, vec3<T>{s[0], s[1], s[2]},
-                                 v_covars + 6 * i, &vq, &vs);
-    T* oq = v_quats + 4 * i;
-    oq[0] = vq.w; oq[1] = vq.x; oq[2] = vq.y; oq[3] = vq.z;
-    T* os = v_scales + 3 * i;
-    os[0] = vs.x; os[1] = vs.y; os[2] = vs.z;
-  }
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    covar_bwd_element(i, quats, scales, v_covars, v_quats, v_scales);
 }
 
 // quats [M, 4], scales [M, 3] -> covars [M, 6]

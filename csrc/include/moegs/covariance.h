@@ -111,4 +111,34 @@ MOEGS_HD void quat_scale_to_covar_vjp_triu(vec4<T> q, vec3<T> s, const T* v_triu
   quat_scale_to_covar_vjp(q, s, sym3_from_triu(t), v_q, v_s);
 }
 
+// The bodies of element i of the covariance ops over flat arrays, shared by the
+// CPU and CUDA loops: quats [M, 4], scales [M, 3], covars / v_covars [M, 6].
+template <typename T>
+MOEGS_HD void covar_fwd_element(int64_t i, const T* quats, const T* scales, T* covars) {
+  const T* q = quats + 4 * i;
+  const T* s = scales + 3 * i;
+  sym3_to_triu(quat_scale_to_covar(vec4<T>{q[0], q[1], q[2], q[3]}, vec3<T>{s[0], s[1], s[2]}),
+               covars + 6 * i);
+}
+
+template <typename T>
+MOEGS_HD void covar_bwd_element(int64_t i, const T* quats, const T* scales, const T* v_covars,
+                                T* v_quats, T* v_scales) {
+  const T* q = quats + 4 * i;
+  const T* s = scales + 3 * i;
+  vec4<T> vq;
+  vec3<T> vs;
+  quat_scale_to_covar_vjp_triu(vec4<T>{q[0], q[1], q[2], q[3]}, vec3<T>{s[0], s[1], s[2]},
+                               v_covars + 6 * i, &vq, &vs);
+  T* oq = v_quats + 4 * i;
+  oq[0] = vq.w;
+  oq[1] = vq.x;
+  oq[2] = vq.y;
+  oq[3] = vq.z;
+  T* os = v_scales + 3 * i;
+  os[0] = vs.x;
+  os[1] = vs.y;
+  os[2] = vs.z;
+}
+
 }  // namespace moegs
