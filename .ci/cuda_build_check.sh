@@ -26,7 +26,7 @@ export CUDA_HOME
 echo "cuda-check: CUDA_HOME=$CUDA_HOME ($("$CUDA_HOME/bin/nvcc" --version | tail -n 1))"
 
 # Build out of tree so the CPU build in this checkout is left alone.
-BUILD="$CACHE/cuda-build"
+BUILD=${MOEGS_CUDA_BUILD_DIR:-"$CACHE/cuda-build"}
 rm -rf "$BUILD/src"
 mkdir -p "$BUILD/src"
 git ls-files -z | xargs -0 -I{} cp --parents {} "$BUILD/src/"
