@@ -75,7 +75,8 @@ class GaussianRasterizationSettings(NamedTuple):
 
 
 def _is_given(x) -> bool:
-    return x is not None and not (isinstance(x, Tensor) and x.numel() == 0)
+    # diff-gaussian-rasterization callers pass ``torch.Tensor([])`` for an absent input.
+    return x is not None and not (isinstance(x, Tensor) and x.dim() == 1 and x.numel() == 0)
 
 
 def _check_settings(s: GaussianRasterizationSettings, dtype, device) -> Tuple[int, int]:

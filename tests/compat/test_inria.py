@@ -321,3 +321,27 @@ def test_opaque_stack_clamp_and_early_stop():
     # first layer 0.99, second 0.99 * 0.01; the third would leave T < 1e-4 and is not drawn
     expected = 0.99 * sc["colors"][0] + 0.0099 * sc["colors"][1] + 1e-4 * s.bg
     torch.testing.assert_close(centre, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("numerics", ["inria", "gsplat"])
+def test_no_gaussians_gives_background(numerics):
+    s = make_settings()
+    z = torch.zeros(0, 3, dtype=torch.float64)
+    color, radii = GaussianRasterizer(s, numerics=numerics)(
+        z, z.clone(), torch.zeros(0, 1, dtype=torch.float64), colors_precomp=z.clone(), scales=z.clone(),
+        rotations=torch.zeros(0, 4, dtype=torch.float64))
+    assert radii.shape == (0,)
+    torch.testing.assert_close(color, s.bg[:, None, None].expand(3, H, W))
+
+
+def test_empty_tensors_stand_for_absent_inputs():
+    # 3DGS renderers pass torch.Tensor([]) for the inputs they do not use
+    sc = make_scene(n=12)
+    s = make_settings()
+    empty = torch.tensor([], dtype=torch.float64)
+    a = GaussianRasterizer(s)(sc["means"], torch.zeros_like(sc["means"]), sc["opac"], shs=empty,
+                              colors_precomp=sc["colors"], scales=sc["scales"], rotations=sc["rots"],
+                              cov3D_precomp=empty)
+    b = GaussianRasterizer(s)(sc["means"], torch.zeros_like(sc["means"]), sc["opac"], colors_precomp=sc["colors"],
+                              scales=sc["scales"], rotations=sc["rots"])
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
