@@ -122,7 +122,7 @@ def render_reference(means3d, ndc_offset, opacities, colors, cov3d, view, proj, 
         ev = torch.linalg.eigvalsh(S2.detach())
         lam = max(float(ev.max()), float(0.5 * S2[0, 0].detach() + 0.5 * S2[1, 1].detach()) + math.sqrt(0.1))
         r = math.ceil(3 * math.sqrt(lam))
-        mx, my = float(px[i]), float(py[i])
+        mx, my = float(px[i].detach()), float(py[i].detach())
         x0 = min(tiles_x, max(0, int((mx - r) / 16)))
         x1 = min(tiles_x, max(0, int((mx + r + 15) / 16)))
         y0 = min(tiles_y, max(0, int((my - r) / 16)))
@@ -148,7 +148,7 @@ def render_reference(means3d, ndc_offset, opacities, colors, cov3d, view, proj, 
     done = torch.zeros(P, dtype=torch.bool)
     acc = torch.zeros(P, D, dtype=means3d.dtype)
     acc_inv = torch.zeros(P, dtype=means3d.dtype)
-    order = sorted((i for i in range(N) if radii[i] > 0), key=lambda i: float(z[i]))
+    order = sorted((i for i in range(N) if radii[i] > 0), key=lambda i: float(z[i].detach()))
     for i in order:
         x0, x1, y0, y1 = rects[i]
         in_rect = (tx_pix >= x0) & (tx_pix < x1) & (ty_pix >= y0) & (ty_pix < y1)
