@@ -19,7 +19,7 @@ from moegs.ops.projection import project
 from moegs.ops.rasterize import rasterize_to_pixels_experts
 from moegs.ops.sh import spherical_harmonics
 
-CAMERA_MODELS = ("pinhole", "ortho")
+CAMERA_MODELS = ("pinhole", "ortho", "fisheye")
 RASTERIZE_MODES = ("classic", "antialiased")
 
 
@@ -146,8 +146,8 @@ def render_pipeline(
         elif tuple(covars.shape) != (*batch, N, 6):
             raise ValueError(f"covars must be [..., N, 3, 3] or [..., N, 6], got {tuple(covars.shape)}")
     if camera_model not in CAMERA_MODELS:
-        if camera_model in ("fisheye", "ftheta"):
-            raise NotImplementedError(f"camera_model={camera_model!r} is not supported yet (pinhole, ortho)")
+        if camera_model == "ftheta":
+            raise NotImplementedError("camera_model='ftheta' is not supported (pinhole, ortho, fisheye)")
         raise ValueError(f"camera_model must be one of {CAMERA_MODELS}, got {camera_model!r}")
     if rasterize_mode not in RASTERIZE_MODES:
         raise ValueError(f"rasterize_mode must be one of {RASTERIZE_MODES}, got {rasterize_mode!r}")

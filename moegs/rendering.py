@@ -104,7 +104,7 @@ def rasterization(
         render_mode: "RGB", "D" (Σ w z), "ED" (Σ w z / α), "RGB+D", "RGB+ED".
         absgrad: also accumulate |∂L/∂means2d| per pixel into ``meta["means2d"].absgrad``.
         rasterize_mode: "classic" or "antialiased" (opacity × √(det Σ / det(Σ + eps2d·I))).
-        camera_model: "pinhole" or "ortho".
+        camera_model: "pinhole", "ortho" or "fisheye" (equidistant, as gsplat's fisheye model).
         covars: ``[..., N, 3, 3]`` (or ``[..., N, 6]`` upper triangle) covariances replacing quats/scales.
         segmented, channel_chunk: accepted for compatibility; they change nothing here (no channel limit).
 
