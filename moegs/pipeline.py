@@ -18,6 +18,7 @@ from moegs.ops.isect import isect_offset_encode, isect_tiles
 from moegs.ops.projection import project
 from moegs.ops.rasterize import rasterize_to_pixels_experts
 from moegs.ops.sh import spherical_harmonics
+from moegs.sparse_grad import VisibleRows, sparse_rows
 
 CAMERA_MODELS = ("pinhole", "ortho", "fisheye")
 RASTERIZE_MODES = ("classic", "antialiased")
@@ -102,9 +103,16 @@ def render_pipeline(
     camera_model: str = "pinhole",
     covars: Optional[Tensor] = None,  # [..., N, 3, 3] or [..., N, 6]; replaces quats/scales
     absgrad: bool = False,
+    sparse_grad: bool = False,  # with packed: COO gradients for means, quats, scales / covars
 ) -> PipelineOutput:
     # ------------------------------------------------------------------ checks
     V.check_tensor("means", means, dims=2, last=(3,))
+    visible_rows = None
+    if sparse_grad:
+        if not packed:
+            raise ValueError("sparse_grad=True needs packed=True (gradients are sparse over the visible Gaussians)")
+        visible_rows = VisibleRows()  # filled in after projection
+        means, quats, scales, covars = (sparse_rows(t, visible_rows) for t in (means, quats, scales, covars))
     batch, N = tuple(means.shape[:-2]), means.shape[-2]
     nb = len(batch)
     dtype, device = means.dtype, means.device
@@ -231,6 +239,8 @@ def render_pipeline(
     B = math.prod(batch)
     if packed:
         sel = (radii > 0).all(dim=-1).reshape(B, C, N)
+        if visible_rows is not None:
+            visible_rows.set_from_mask(sel.any(dim=1).reshape(*batch, N))
         batch_ids, camera_ids, gaussian_ids = sel.nonzero(as_tuple=True)
         radii_r = radii.reshape(B, C, N, 2)[batch_ids, camera_ids, gaussian_ids]
         means2d_r = means2d.reshape(B, C, N, 2)[batch_ids, camera_ids, gaussian_ids]
