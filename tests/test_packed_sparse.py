@@ -141,3 +141,20 @@ def test_sparse_grad_needs_packed():
     s, W, H = random_scene(n=10, n_cams=1)
     with pytest.raises(ValueError, match="packed"):
         moegs.rasterization(*_args(s, W, H), packed=False, sparse_grad=True)
+
+
+def test_packed_absgrad_equals_dense_absgrad():
+    s, W, H = _scene_with_culled(seed=8)
+    s = {k: v.double() for k, v in s.items()}
+    got = {}
+    for packed in (False, True):
+        colors, _, meta = moegs.rasterization(*_args(s, W, H), packed=packed, absgrad=True)
+        meta["means2d"].retain_grad()
+        (colors * torch.linspace(-1.0, 1.0, 3, dtype=torch.float64)).sum().backward()
+        got[packed] = meta
+    dense, pk = got[False], got[True]
+    b, c, g = pk["batch_ids"], pk["camera_ids"], pk["gaussian_ids"]
+    assert float(pk["means2d"].absgrad.abs().sum()) > 0
+    torch.testing.assert_close(pk["means2d"].absgrad, dense["means2d"].absgrad[c, g], rtol=1e-12, atol=1e-14)
+    # Signed per-pixel gradients cancel in .grad but not in .absgrad.
+    assert bool((pk["means2d"].absgrad > pk["means2d"].grad.abs() + 1e-9).any())

@@ -10,8 +10,8 @@ import moegs
 from tests.scenes import random_scene
 
 
-@pytest.mark.parametrize("packed", [False, True])
-def test_default_strategy_grows_and_prunes(packed):
+@pytest.mark.parametrize("packed,absgrad", [(False, False), (True, False), (True, True)])
+def test_default_strategy_grows_and_prunes(packed, absgrad):
     s, W, H = random_scene(n=200, n_cams=2, width=48, height=40, seed=1)
     target = torch.rand(2, H, W, 3)
     params = torch.nn.ParameterDict({
@@ -21,19 +21,21 @@ def test_default_strategy_grows_and_prunes(packed):
     params["opacities"].data[:20] = -8.0  # these must be pruned (sigmoid < prune_opa)
     optimizers = {k: torch.optim.Adam([v], lr=1e-3) for k, v in params.items()}
     strategy = DefaultStrategy(refine_start_iter=2, refine_every=3, refine_stop_iter=100, grow_grad2d=1e-9,
-                               reset_every=10_000, verbose=False)
+                               reset_every=10_000, verbose=False, absgrad=absgrad)
     strategy.check_sanity(params, optimizers)
     state = strategy.initialize_state(scene_scale=1.0)
     n0 = len(params["means"])
     for step in range(6):
         colors, alphas, info = moegs.rasterization(
             params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]),
-            torch.sigmoid(params["colors"]), s["viewmats"], s["Ks"], W, H, packed=packed,
+            torch.sigmoid(params["colors"]), s["viewmats"], s["Ks"], W, H, packed=packed, absgrad=absgrad,
         )
         strategy.step_pre_backward(params, optimizers, state, step, info)
         loss = (colors - target).abs().mean()
         loss.backward()
         assert info["means2d"].grad is not None and float(info["means2d"].grad.abs().sum()) > 0
+        if absgrad:  # what the strategy reads: per-pixel |grad| summed, at least |summed grad|
+            assert bool((info["means2d"].absgrad >= info["means2d"].grad.abs() - 1e-7).all())
         strategy.step_post_backward(params, optimizers, state, step, info, packed=packed)
         for opt in optimizers.values():
             opt.step()
