@@ -148,7 +148,8 @@ def test_packed_absgrad_equals_dense_absgrad():
     s = {k: v.double() for k, v in s.items()}
     got = {}
     for packed in (False, True):
-        colors, _, meta = moegs.rasterization(*_args(s, W, H), packed=packed, absgrad=True)
+        leaves = {**s, "means": s["means"].clone().requires_grad_()}
+        colors, _, meta = moegs.rasterization(*_args(leaves, W, H), packed=packed, absgrad=True)
         meta["means2d"].retain_grad()
         (colors * torch.linspace(-1.0, 1.0, 3, dtype=torch.float64)).sum().backward()
         got[packed] = meta
