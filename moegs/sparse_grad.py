@@ -44,6 +44,6 @@ class _SparseRowsGrad(torch.autograd.Function):
 
 def sparse_rows(x: Optional[Tensor], rows: VisibleRows) -> Optional[Tensor]:
     """Returns ``x`` unchanged in value; its gradient becomes sparse COO over ``rows`` (dense rows kept)."""
-    if x is None or not x.requires_grad:
+    if not isinstance(x, Tensor) or not x.requires_grad:
         return x
     return _SparseRowsGrad.apply(x, rows)
