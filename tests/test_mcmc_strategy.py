@@ -153,3 +153,16 @@ def test_mcmc_strategy_trains_on_cpu():
     assert counts[0] == 60 and counts[-1] == 80  # grew by 5% per refine step up to cap_max
     assert all(len(v) == counts[-1] for v in params.values())
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+
+def test_bad_params_raise():
+    params, optimizers, _, _, _ = _params(n=10)
+    b = binomial_table()
+    with pytest.raises(ValueError, match="dead"):
+        mcmc_ops.relocate(params, optimizers, torch.zeros(9, dtype=torch.bool), b)
+    with pytest.raises(ValueError, match="quats"):
+        mcmc_ops.sample_add({k: v for k, v in params.items() if k != "quats"}, optimizers, 2, b)
+    bad = dict(params)
+    bad["colors"] = torch.nn.Parameter(torch.zeros(7, 3))
+    with pytest.raises(ValueError, match="colors"):
+        mcmc_ops.position_noise(bad, 1.0)

@@ -54,6 +54,20 @@ def replace_params(
         opt.state[new] = state
 
 
+def check_params(params: Params) -> int:
+    """Checks the keys and row counts the MCMC operations rely on; returns N."""
+    for key in ("means", "scales", "quats", "opacities"):
+        if key not in params:
+            raise ValueError(f"params has no {key!r} (needs means, scales, quats, opacities)")
+    n = params["means"].shape[0]
+    for key, p in params.items():
+        if p.dim() == 0 or p.shape[0] != n:
+            raise ValueError(f"params[{key!r}] has shape {tuple(p.shape)}, expected {n} rows like means")
+    if params["opacities"].numel() != n:
+        raise ValueError(f"opacities must be [N] or [N, 1], got {tuple(params['opacities'].shape)}")
+    return n
+
+
 def _new_copies(params: Params, sampled: Tensor, binoms: Tensor, min_opacity: float):
     """Opacity logits and log-scales for the sources ``sampled [M]`` once each is shared by its copies."""
     opac = torch.sigmoid(params["opacities"].detach()).reshape(-1)
@@ -78,6 +92,9 @@ def relocate(params: Params, optimizers: Dict[str, torch.optim.Optimizer], dead:
              min_opacity: float = 0.005) -> int:
     """Moves the ``dead [N]`` (bool) Gaussians onto live ones drawn by opacity; the sources and their copies
     share the source's opacity and footprint (:func:`compute_relocation`). Returns how many moved."""
+    n = check_params(params)
+    if dead.shape != (n,) or dead.dtype != torch.bool:
+        raise ValueError(f"dead must be a bool mask of shape {(n,)}, got {dead.dtype} {tuple(dead.shape)}")
     dead_idx = dead.nonzero(as_tuple=True)[0]
     alive_idx = (~dead).nonzero(as_tuple=True)[0]
     if len(dead_idx) == 0 or len(alive_idx) == 0:
@@ -105,6 +122,7 @@ def relocate(params: Params, optimizers: Dict[str, torch.optim.Optimizer], dead:
 def sample_add(params: Params, optimizers: Dict[str, torch.optim.Optimizer], n: int, binoms: Tensor,
                min_opacity: float = 0.005) -> int:
     """Appends ``n`` copies of Gaussians drawn by opacity (sources re-weighted as in :func:`relocate`)."""
+    check_params(params)
     if n <= 0:
         return 0
     opac = torch.sigmoid(params["opacities"].detach()).reshape(-1)
@@ -126,6 +144,7 @@ def sample_add(params: Params, optimizers: Dict[str, torch.optim.Optimizer], n: 
 def position_noise(params: Params, scaler: float, noise: Tensor = None) -> Tensor:
     """``[N, 3]`` MCMC position noise Σ ε · σ(100 (1 - o - 0.995)) · scaler, Σ = R S² Rᵀ from quats and
     exp(scales), ε ~ N(0, I) (or the given ``noise [N, 3]``): transparent Gaussians explore, opaque ones stay."""
+    check_params(params)
     opac = torch.sigmoid(params["opacities"].detach()).reshape(-1)
     covars = covar_triu_to_matrix(
         quat_scale_to_covar(params["quats"].detach(), torch.exp(params["scales"].detach()))
