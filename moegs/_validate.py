@@ -2,6 +2,11 @@
 
 Every check raises a ``ValueError`` / ``TypeError`` naming the argument, so a
 bad call fails in Python with a clear message before any kernel runs.
+
+Checks of tensor *values* (NaN / inf, id ranges, zero quaternions) read data
+back to Python; under ``torch.compile`` they are skipped (see
+:func:`checking_values`) so that the traced graph has no data-dependent
+branches. Shape, dtype and device checks always run.
 """
 
 from typing import Optional, Sequence
@@ -34,7 +39,14 @@ def check_float(name: str, x: Tensor, dtype: torch.dtype, device: torch.device) 
         raise ValueError(f"{name} is on {x.device}, expected {device} (like means)")
 
 
+def checking_values() -> bool:
+    """False while torch.compile traces: value checks would break the graph at every data read."""
+    return not torch.compiler.is_compiling()
+
+
 def check_finite(name: str, x: Tensor) -> None:
+    if not checking_values():
+        return
     if x.numel() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
@@ -81,7 +93,7 @@ def check_expert_ids(expert_ids, num_experts, batch_shape, n: int, device) -> Te
         raise ValueError(f"expert_ids must have shape {(*batch_shape, n)}, got {tuple(expert_ids.shape)}")
     if expert_ids.device != device:
         raise ValueError(f"expert_ids is on {expert_ids.device}, expected {device} (like means)")
-    if expert_ids.numel():
+    if expert_ids.numel() and checking_values():
         lo, hi = int(expert_ids.min()), int(expert_ids.max())
         if lo < 0 or hi >= num_experts:
             raise ValueError(f"expert_ids must lie in [0, {num_experts}), found values in [{lo}, {hi}]")

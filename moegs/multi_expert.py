@@ -53,6 +53,7 @@ def rasterize_experts(
     camera_model: str = "pinhole",
     covars: Optional[Tensor] = None,
     absgrad: bool = False,
+    sparse_grad: bool = False,
 ) -> ExpertRender:
     """Render every expert's Gaussians in a single traversal, one transmittance per expert.
 
@@ -62,7 +63,7 @@ def rasterize_experts(
 
     Args:
         means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, near_plane, far_plane,
-            eps2d, radius_clip, tile_size, packed, rasterize_mode, camera_model, covars, absgrad:
+            eps2d, radius_clip, tile_size, packed, rasterize_mode, camera_model, covars, absgrad, sparse_grad:
             as :func:`moegs.rasterization`.
         expert_ids: ``[..., N]`` integer expert of each Gaussian.
         num_experts: K, 1 ≤ K ≤ 16.
@@ -81,7 +82,7 @@ def rasterize_experts(
         sh_degree=sh_degree, backgrounds=backgrounds, router_background=router_background,
         near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d, packed=packed,
         tile_size=tile_size, rasterize_mode=rasterize_mode, camera_model=camera_model, covars=covars,
-        absgrad=absgrad,
+        absgrad=absgrad, sparse_grad=sparse_grad,
     )
     D, R = out.n_color, out.n_router
     render = out.render

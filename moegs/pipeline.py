@@ -18,8 +18,9 @@ from moegs.ops.isect import isect_offset_encode, isect_tiles
 from moegs.ops.projection import project
 from moegs.ops.rasterize import rasterize_to_pixels_experts
 from moegs.ops.sh import spherical_harmonics
+from moegs.sparse_grad import VisibleRows, sparse_rows
 
-CAMERA_MODELS = ("pinhole", "ortho")
+CAMERA_MODELS = ("pinhole", "ortho", "fisheye")
 RASTERIZE_MODES = ("classic", "antialiased")
 
 
@@ -102,9 +103,16 @@ def render_pipeline(
     camera_model: str = "pinhole",
     covars: Optional[Tensor] = None,  # [..., N, 3, 3] or [..., N, 6]; replaces quats/scales
     absgrad: bool = False,
+    sparse_grad: bool = False,  # with packed: COO gradients for means, quats, scales / covars
 ) -> PipelineOutput:
     # ------------------------------------------------------------------ checks
     V.check_tensor("means", means, dims=2, last=(3,))
+    visible_rows = None
+    if sparse_grad:
+        if not packed:
+            raise ValueError("sparse_grad=True needs packed=True (gradients are sparse over the visible Gaussians)")
+        visible_rows = VisibleRows()  # filled in after projection
+        means, quats, scales, covars = (sparse_rows(t, visible_rows) for t in (means, quats, scales, covars))
     batch, N = tuple(means.shape[:-2]), means.shape[-2]
     nb = len(batch)
     dtype, device = means.dtype, means.device
@@ -135,7 +143,7 @@ def render_pipeline(
                 raise ValueError(f"{name} must have shape {(*batch, N, t.shape[-1])}, got {tuple(t.shape)}")
             V.check_float(name, t, dtype, device)
             V.check_finite(name, t)
-        if N and not bool((quats.detach().norm(dim=-1) > 0).all()):
+        if N and V.checking_values() and not bool((quats.detach().norm(dim=-1) > 0).all()):
             raise ValueError("quats contains a zero quaternion, which has no rotation")
     else:
         V.check_tensor("covars", covars)
@@ -146,8 +154,8 @@ def render_pipeline(
         elif tuple(covars.shape) != (*batch, N, 6):
             raise ValueError(f"covars must be [..., N, 3, 3] or [..., N, 6], got {tuple(covars.shape)}")
     if camera_model not in CAMERA_MODELS:
-        if camera_model in ("fisheye", "ftheta"):
-            raise NotImplementedError(f"camera_model={camera_model!r} is not supported yet (pinhole, ortho)")
+        if camera_model == "ftheta":
+            raise NotImplementedError("camera_model='ftheta' is not supported (pinhole, ortho, fisheye)")
         raise ValueError(f"camera_model must be one of {CAMERA_MODELS}, got {camera_model!r}")
     if rasterize_mode not in RASTERIZE_MODES:
         raise ValueError(f"rasterize_mode must be one of {RASTERIZE_MODES}, got {rasterize_mode!r}")
@@ -231,6 +239,8 @@ def render_pipeline(
     B = math.prod(batch)
     if packed:
         sel = (radii > 0).all(dim=-1).reshape(B, C, N)
+        if visible_rows is not None:
+            visible_rows.set_from_mask(sel.any(dim=1).reshape(*batch, N))
         batch_ids, camera_ids, gaussian_ids = sel.nonzero(as_tuple=True)
         radii_r = radii.reshape(B, C, N, 2)[batch_ids, camera_ids, gaussian_ids]
         means2d_r = means2d.reshape(B, C, N, 2)[batch_ids, camera_ids, gaussian_ids]

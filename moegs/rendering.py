@@ -102,9 +102,12 @@ def rasterization(
         tile_size: tile side in pixels.
         backgrounds: ``[..., C, D]`` colour composited behind the Gaussians (C + T·bg).
         render_mode: "RGB", "D" (Σ w z), "ED" (Σ w z / α), "RGB+D", "RGB+ED".
+        sparse_grad: with ``packed=True``, the gradients of means, quats and scales (or covars) are sparse COO
+            tensors (sparse dims ``[..., N]``) holding the rows of the Gaussians visible in any camera, for
+            sparse optimisers; opacities and colours keep dense gradients.
         absgrad: also accumulate |∂L/∂means2d| per pixel into ``meta["means2d"].absgrad``.
         rasterize_mode: "classic" or "antialiased" (opacity × √(det Σ / det(Σ + eps2d·I))).
-        camera_model: "pinhole" or "ortho".
+        camera_model: "pinhole", "ortho" or "fisheye" (equidistant, as gsplat's fisheye model).
         covars: ``[..., N, 3, 3]`` (or ``[..., N, 6]`` upper triangle) covariances replacing quats/scales.
         segmented, channel_chunk: accepted for compatibility; they change nothing here (no channel limit).
 
@@ -113,13 +116,11 @@ def rasterization(
         and ``meta`` with gsplat's keys (``means2d`` keeps its ``.grad`` after ``retain_grad()``).
 
     Raises:
-        NotImplementedError for options not supported yet (sparse_grad, distributed, fisheye/ftheta cameras,
+        NotImplementedError for options not supported yet (distributed, the ftheta camera,
         with_ut, with_eval3d, lens distortion, rolling shutter).
     """
     if newer_gsplat_kwargs:
         _warn_newer_keywords(newer_gsplat_kwargs)
-    if sparse_grad:
-        raise _not_supported("sparse_grad=True")
     if distributed:
         raise _not_supported("distributed=True")
     if with_ut or with_eval3d:
@@ -144,6 +145,7 @@ def rasterization(
         backgrounds=bg if want_color else None, near_plane=near_plane, far_plane=far_plane,
         radius_clip=radius_clip, eps2d=eps2d, packed=packed, tile_size=tile_size,
         rasterize_mode=rasterize_mode, camera_model=camera_model, covars=covars, absgrad=absgrad,
+        sparse_grad=sparse_grad,
     )
     render = out.render.squeeze(-4)  # [..., C, H, W, F]
     alphas = out.alphas.squeeze(-4)  # [..., C, H, W, 1]

@@ -9,20 +9,28 @@ from moegs.ops import _reference as ref
 
 
 def reference_experts(s, width, height, expert_ids, K, router=None, backgrounds=None, router_background=1.0,
-                      sh_degree=None, antialiased=False, tile_size=16, near_plane=0.01):
+                      sh_degree=None, antialiased=False, tile_size=16, near_plane=0.01, camera_model="pinhole",
+                      radius_clip=0.0, covars=None):
     """Float64 reference of rasterize_experts for batch-free inputs. Returns colors, alphas, depths, router
-    shaped [C, K, H, W, *]."""
+    shaped [C, K, H, W, *]. ``s["colors"]`` may be [N, D] or per camera [C, N, D]; ``covars`` ([N, 3, 3])
+    replaces quats / scales."""
     f64 = {k: v.double() for k, v in s.items()}
-    covars, _ = _quat_scale_to_covar_preci(f64["quats"], f64["scales"], True, False, triu=True)
+    if covars is None:
+        covars, _ = _quat_scale_to_covar_preci(f64["quats"], f64["scales"], True, False, triu=True)
+    else:
+        covars = covars.double()
     radii, means2d, depths, conics, comp = ref.project(
         f64["means"], covars, f64["viewmats"], f64["Ks"], width, height, near_plane=near_plane,
-        calc_compensations=antialiased, opacities=f64["opacities"],
+        calc_compensations=antialiased, opacities=f64["opacities"], camera_model=camera_model,
+        radius_clip=radius_clip,
     )
     C, N = means2d.shape[:2]
     opac = f64["opacities"][None].expand(C, N)
     if antialiased:
         opac = opac * comp
-    if sh_degree is None:
+    if sh_degree is None and f64["colors"].dim() == 3:
+        colors = f64["colors"]  # per camera
+    elif sh_degree is None:
         colors = f64["colors"][None].expand(C, N, -1)
     else:
         campos = torch.inverse(f64["viewmats"])[:, :3, 3]

@@ -84,7 +84,7 @@ def test_image_sizes(scene):
 
 def test_unsupported_options_raise(scene):
     s, W, H = scene
-    for kw in ({"sparse_grad": True}, {"distributed": True}, {"camera_model": "fisheye"}, {"with_ut": True},
+    for kw in ({"distributed": True}, {"camera_model": "ftheta"}, {"with_ut": True},
                {"with_eval3d": True}, {"radial_coeffs": torch.zeros(1, 6)}):
         with pytest.raises(NotImplementedError):
             moegs.rasterization(*_args(s, W, H), **kw)

@@ -51,7 +51,7 @@ def test_covariance_cuda_matches_cpu():
     _assert_close(cpu[0], gpu[0]), _assert_close(cpu[1], gpu[1])
 
 
-@pytest.mark.parametrize("camera_model", ["pinhole", "ortho"])
+@pytest.mark.parametrize("camera_model", ["pinhole", "ortho", "fisheye"])
 def test_projection_cuda_matches_cpu(camera_model):
     s, W, H = random_scene(n=300, n_cams=3)
     covars = ops.quat_scale_to_covar(s["quats"], s["scales"])

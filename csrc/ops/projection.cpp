@@ -7,7 +7,8 @@
 //   -> (radii [B, C, N, 2] int32, means2d [B, C, N, 2], depths [B, C, N],
 //       conics [B, C, N, 3], compensations [B, C, N] or [0] when not calc_compensations)
 //   means world units; covars upper triangle (xx, xy, xz, yy, yz, zz); viewmats
-//   world -> camera, OpenCV axes; camera_model 0 = pinhole, 1 = orthographic.
+//   world -> camera, OpenCV axes; camera_model 0 = pinhole, 1 = orthographic,
+//   2 = equidistant fisheye.
 //   Culled entries are all zeros (radii 0).
 // project_bwd(means [B, N, 3], covars [B, N, 6], viewmats [B, C, 4, 4], Ks [B, C, 3, 3],
 //             width, height, eps2d, camera_model,

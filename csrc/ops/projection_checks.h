@@ -47,7 +47,7 @@ inline std::tuple<int64_t, int64_t, int64_t> check_camera_inputs(
   MOEGS_CHECK(op,
               camera_model >= 0 && camera_model <= INT32_MAX &&
                   camera_model_supported(static_cast<int32_t>(camera_model)),
-              "unsupported camera_model ", camera_model, " (0 = pinhole, 1 = orthographic)");
+              "unsupported camera_model ", camera_model, " (0 = pinhole, 1 = orthographic, 2 = fisheye)");
   return {b, c, n};
 }
 

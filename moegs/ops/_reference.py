@@ -89,6 +89,37 @@ def _ortho(pc: Tensor, Ks: Tensor) -> Tuple[Tensor, Tensor]:
     return torch.stack([fx * x + cx, fy * y + cy], -1), jac
 
 
+_FISHEYE_EPS = 1e-7
+
+
+def _fisheye(pc: Tensor, Ks: Tensor) -> Tuple[Tensor, Tensor]:
+    """Equidistant fisheye: pixel radius f * atan2(|xy|, z); same regularisation as projection.h."""
+    x, y, z = pc.unbind(-1)
+    fx, fy = Ks[..., 0, 0, None], Ks[..., 1, 1, None]
+    cx, cy = Ks[..., 0, 2, None], Ks[..., 1, 2, None]
+    eps = _FISHEYE_EPS
+    # |xy| with a zero (not NaN) derivative on the optical axis.
+    rho2 = x * x + y * y
+    on_axis = rho2 == 0
+    rho = torch.where(on_axis, torch.zeros_like(rho2), torch.sqrt(torch.where(on_axis, torch.ones_like(rho2), rho2)))
+    r = rho + eps
+    g = torch.atan2(r, z + eps) / r
+    means2d = torch.stack([fx * x * g + cx, fy * y * g + cy], -1)
+    x2, y2, xy = x * x + eps, y * y, x * y
+    s = x2 + y2
+    q = 1.0 / (s + z * z)
+    b = torch.atan2(r, z) / r / s
+    a = z * q / s
+    jac = torch.stack(
+        [
+            torch.stack([fx * (x2 * a + y2 * b), fx * xy * (a - b), -fx * x * q], -1),
+            torch.stack([fy * xy * (a - b), fy * (y2 * a + x2 * b), -fy * y * q], -1),
+        ],
+        -2,
+    )
+    return means2d, jac
+
+
 def project(
     means: Tensor,
     covars: Tensor,
@@ -122,6 +153,8 @@ def project(
         means2d, J = _pinhole(pc_safe, Ks, width, height)
     elif camera_model == "ortho":
         means2d, J = _ortho(pc_safe, Ks)
+    elif camera_model == "fisheye":
+        means2d, J = _fisheye(pc_safe, Ks)
     else:
         raise ValueError(f"unsupported camera_model {camera_model!r}")
 

@@ -12,7 +12,7 @@ from moegs.ops.covariance import covar_matrix_to_triu
 _ops = torch.ops.moegs
 
 # Values of the ops' camera_model argument (CameraModel in moegs/projection.h).
-CAMERA_MODELS = {"pinhole": 0, "ortho": 1}
+CAMERA_MODELS = {"pinhole": 0, "ortho": 1, "fisheye": 2}
 
 
 @torch.library.register_fake("moegs::project_fwd")
@@ -137,7 +137,8 @@ def project(
         near_plane, far_plane: Gaussians with camera z outside [near, far] are culled.
         radius_clip: Gaussians whose pixel radii are both <= this are culled.
         calc_compensations: also return sqrt(det(cov2d) / det(cov2d + eps2d I)).
-        camera_model: ``"pinhole"`` or ``"ortho"``.
+        camera_model: ``"pinhole"``, ``"ortho"`` or ``"fisheye"`` (equidistant: pixel radius
+            f * atan2(|xy|, z) around the principal point, as gsplat's fisheye model).
         opacities: ``[..., N]`` or None. When given, the bounding box is shrunk to where
             the Gaussian's alpha falls below 1/255 (times the compensation when
             ``calc_compensations``), and Gaussians fainter than 1/255 are culled.

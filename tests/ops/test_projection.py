@@ -69,7 +69,7 @@ def _visible(radii):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("camera_model", ["pinhole", "ortho"])
+@pytest.mark.parametrize("camera_model", ["pinhole", "ortho", "fisheye"])
 def test_forward_matches_gsplat(camera_model, dtype):
     means, covars, viewmats, Ks = _scene(n=1000, dtype=dtype, spread=4.0)  # many near the edges
     if camera_model == "ortho":
@@ -121,7 +121,7 @@ def test_pinhole_jacobian_clamp_matches_gsplat():
 
 
 @pytest.mark.parametrize("calc_compensations", [False, True])
-@pytest.mark.parametrize("camera_model", ["pinhole", "ortho"])
+@pytest.mark.parametrize("camera_model", ["pinhole", "ortho", "fisheye"])
 def test_forward_matches_twin_with_opacities_and_radius_clip(camera_model, calc_compensations):
     means, covars, viewmats, Ks = _scene(n=1500)
     if camera_model == "ortho":
@@ -244,7 +244,7 @@ def _tiny_scene(camera_model):
     return means, covars, viewmats, Ks
 
 
-@pytest.mark.parametrize("camera_model", ["pinhole", "ortho"])
+@pytest.mark.parametrize("camera_model", ["pinhole", "ortho", "fisheye"])
 def test_gradcheck(camera_model):
     means, covars, viewmats, Ks = _tiny_scene(camera_model)
     radii = project(means, covars, viewmats, Ks, W, H, camera_model=camera_model)[0]
@@ -266,7 +266,7 @@ def _cosine(a, b):
 
 
 @pytest.mark.parametrize("calc_compensations", [False, True])
-@pytest.mark.parametrize("camera_model", ["pinhole", "ortho"])
+@pytest.mark.parametrize("camera_model", ["pinhole", "ortho", "fisheye"])
 def test_vjp_matches_twin(camera_model, calc_compensations):
     means, covars, viewmats, Ks = _scene(batch=(2,), n=500, c=3)
     if camera_model == "ortho":
@@ -366,14 +366,14 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="opacities"):
         project(means, covars, viewmats, Ks, W, H, opacities=torch.rand(9))
     with pytest.raises(ValueError, match="camera_model"):
-        project(means, covars, viewmats, Ks, W, H, camera_model="fisheye")
+        project(means, covars, viewmats, Ks, W, H, camera_model="ftheta")
     with pytest.raises(ValueError, match="image size"):
         project(means, covars, viewmats, Ks, 0, H)
     with pytest.raises(TypeError, match="means"):
         project(means.tolist(), covars, viewmats, Ks, W, H)
     args = (means[None], covars[None], viewmats[None], Ks[None], None, W, H, 0.3, 0.01, 1e10, 0.0, False)
     with pytest.raises(RuntimeError, match="camera_model"):
-        torch.ops.moegs.project_fwd(*args, 2)
+        torch.ops.moegs.project_fwd(*args, 3)
     with pytest.raises(RuntimeError, match="dtype"):
         torch.ops.moegs.project_fwd(means[None].double(), *args[1:], 0)
     with pytest.raises(RuntimeError, match="covars"):
@@ -391,3 +391,60 @@ def test_opcheck():
         torch.ops.moegs.project_fwd, args,
         test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
     )
+
+
+# ------------------------------------------------------------------ fisheye
+
+
+def test_fisheye_wide_angles_match_gsplat_and_twin():
+    # Points up to ~88 degrees off axis, which a pinhole camera cannot image: the
+    # equidistant model maps them to pixel radius f * theta inside the image.
+    dtype = torch.float64
+    g = torch.Generator().manual_seed(3)
+    n = 300
+    theta = torch.rand(n, generator=g, dtype=dtype) * 1.53
+    phi = torch.rand(n, generator=g, dtype=dtype) * 2 * math.pi
+    dist = 2.0 + 3.0 * torch.rand(n, generator=g, dtype=dtype)
+    means = torch.stack([dist * theta.sin() * phi.cos(), dist * theta.sin() * phi.sin(), dist * theta.cos()], -1)
+    covars = quat_scale_to_covar(torch.randn(n, 4, generator=g, dtype=dtype),
+                                 0.02 + 0.05 * torch.rand(n, 3, generator=g, dtype=dtype))
+    viewmats = torch.eye(4, dtype=dtype)[None]
+    Ks = torch.tensor([[60.0, 0, W / 2], [0, 60.0, H / 2], [0, 0, 1]], dtype=dtype)[None]
+    got = project(means, covars, viewmats, Ks, W, H, calc_compensations=True, camera_model="fisheye")
+    want = _fully_fused_projection(means, covar_triu_to_matrix(covars), viewmats, Ks, W, H,
+                                   calc_compensations=True, camera_model="fisheye")
+    assert torch.equal(got[0], want[0])
+    vis = _visible(got[0])
+    assert vis.sum() > 150 and (theta[vis[0]] > 1.3).sum() > 10  # wide angles are visible
+    # The pixel radius from the principal point is f * theta.
+    r_px = (got[1][0, vis[0]] - Ks[0, :2, 2]).norm(dim=-1)
+    torch.testing.assert_close(r_px, 60.0 * theta[vis[0]], rtol=1e-6, atol=1e-6)
+    for a, b in zip(got[1:], want[1:]):
+        torch.testing.assert_close(a[vis], b[vis], rtol=1e-9, atol=1e-9)
+    twin = ref.project(means, covars, viewmats, Ks, W, H, calc_compensations=True, camera_model="fisheye")
+    for a, b in zip(got[1:], twin[1:]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_fisheye_gradient_on_and_near_the_optical_axis():
+    # x = y = 0 exactly, and 1e-4 off axis: gradients stay finite and equal the twin's
+    # float64 autograd.
+    dtype = torch.float64
+    means = torch.tensor([[0.0, 0.0, 3.0], [1e-4, -2e-4, 2.5], [0.5, 0.3, 4.0]], dtype=dtype)
+    covars = quat_scale_to_covar(torch.tensor([[1.0, 0.3, -0.2, 0.1]] * 3, dtype=dtype),
+                                 torch.tensor([[0.2, 0.1, 0.15]] * 3, dtype=dtype))
+    viewmats = torch.eye(4, dtype=dtype)[None]
+    Ks = torch.tensor([[80.0, 0, 60], [0, 85.0, 50], [0, 0, 1]], dtype=dtype)[None]
+    grads = []
+    cot = None
+    for fn in (project, ref.project):
+        inputs = [x.clone().requires_grad_() for x in (means, covars, viewmats)]
+        out = fn(*inputs, Ks, 120, 100, calc_compensations=True, camera_model="fisheye")
+        assert _visible(out[0]).all()
+        if cot is None:
+            cot = [torch.randn_like(o) for o in out[1:]]
+        loss = sum((o * v).sum() for o, v in zip(out[1:], cot))
+        grads.append(torch.autograd.grad(loss, inputs))
+    for g, r in zip(*grads):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, r, rtol=1e-7, atol=1e-7)

@@ -27,12 +27,13 @@ namespace moegs {
 enum class CameraModel : int32_t {
   kPinhole = 0,  // perspective, EWA Jacobian with a clamped field of view
   kOrtho = 1,    // orthographic: m2d = f * p_c.xy + c
-  // 2 is reserved for the fisheye model.
+  kFisheye = 2,  // equidistant fisheye: pixel radius f * theta, theta = atan2(|xy|, z)
 };
 
 MOEGS_HD bool camera_model_supported(int32_t model) {
   return model == static_cast<int32_t>(CameraModel::kPinhole) ||
-         model == static_cast<int32_t>(CameraModel::kOrtho);
+         model == static_cast<int32_t>(CameraModel::kOrtho) ||
+         model == static_cast<int32_t>(CameraModel::kFisheye);
 }
 
 // Scalar arguments shared by the forward and backward kernels.
@@ -265,6 +266,125 @@ MOEGS_HD vec3<T> ortho_vjp(const Intrinsics<T>& k, vec2<T> v_m2d) {
   return {k.fx * v_m2d.x, k.fy * v_m2d.y, T(0)};
 }
 
+// Equidistant fisheye. With rho = |(x, y)| and a small kFisheyeEps keeping the
+// optical axis finite (the same regularisation as gsplat 1.5.3):
+//   r = rho + eps,  theta = atan2(r, z + eps),
+//   m2d = f * (x, y) * theta / r + c.
+// The Jacobian is the analytic one of the un-regularised map, written with
+//   x2 = x^2 + eps, y2 = y^2, s = x2 + y2, q = 1 / (s + z^2),
+//   a = z q / s,  b = atan2(r, z) / (r s):
+//   J = [[fx (x2 a + y2 b), fx x y (a - b), -fx x q],
+//        [fy x y (a - b),   fy (y2 a + x2 b), -fy y q]].
+constexpr double kFisheyeEps = 1e-7;
+
+template <typename T>
+MOEGS_HD vec2<T> fisheye_mean(vec3<T> p, const Intrinsics<T>& k) {
+  const T eps = static_cast<T>(kFisheyeEps);
+  const T r = std::sqrt(p.x * p.x + p.y * p.y) + eps;
+  const T theta = std::atan2(r, p.z + eps);
+  const T g = theta / r;
+  return {k.fx * p.x * g + k.cx, k.fy * p.y * g + k.cy};
+}
+
+// The intermediate values of the fisheye Jacobian, shared with its VJP.
+template <typename T>
+struct FisheyeTerms {
+  T r, x2, y2, xy, s, q, theta0, a, b;
+};
+
+template <typename T>
+MOEGS_HD FisheyeTerms<T> fisheye_terms(vec3<T> p) {
+  const T eps = static_cast<T>(kFisheyeEps);
+  FisheyeTerms<T> t;
+  t.r = std::sqrt(p.x * p.x + p.y * p.y) + eps;
+  t.x2 = p.x * p.x + eps;
+  t.y2 = p.y * p.y;
+  t.xy = p.x * p.y;
+  t.s = t.x2 + t.y2;
+  t.q = T(1) / (t.s + p.z * p.z);
+  t.theta0 = std::atan2(t.r, p.z);
+  t.b = t.theta0 / t.r / t.s;
+  t.a = p.z * t.q / t.s;
+  return t;
+}
+
+template <typename T>
+MOEGS_HD mat23<T> fisheye_jacobian(vec3<T> p, const Intrinsics<T>& k) {
+  const FisheyeTerms<T> t = fisheye_terms(p);
+  mat23<T> j;
+  j.m[0][0] = k.fx * (t.x2 * t.a + t.y2 * t.b);
+  j.m[0][1] = k.fx * t.xy * (t.a - t.b);
+  j.m[0][2] = -k.fx * p.x * t.q;
+  j.m[1][0] = k.fy * t.xy * (t.a - t.b);
+  j.m[1][1] = k.fy * (t.y2 * t.a + t.x2 * t.b);
+  j.m[1][2] = -k.fy * p.y * t.q;
+  return j;
+}
+
+// dL/dp_c from dL/dm2d and dL/dJ for the fisheye model: reverse mode through
+// the scalar steps of fisheye_mean and fisheye_jacobian. On the optical axis
+// (x = y = 0) the derivative of rho is taken as 0.
+template <typename T>
+MOEGS_HD vec3<T> fisheye_vjp(vec3<T> p, const Intrinsics<T>& k, vec2<T> v_m2d,
+                             const mat23<T>& v_j) {
+  const T eps = static_cast<T>(kFisheyeEps);
+  const FisheyeTerms<T> t = fisheye_terms(p);
+  vec3<T> v = {T(0), T(0), T(0)};
+  T v_r = T(0);
+
+  // Mean: m = f * (x, y) * g + c with g = theta / r, theta = atan2(r, z + eps).
+  const T ze = p.z + eps;
+  const T theta = std::atan2(t.r, ze);
+  const T g = theta / t.r;
+  const T v_g = k.fx * p.x * v_m2d.x + k.fy * p.y * v_m2d.y;
+  v.x += k.fx * g * v_m2d.x;
+  v.y += k.fy * g * v_m2d.y;
+  const T v_theta = v_g / t.r;
+  v_r += -v_g * g / t.r;
+  const T den_m = t.r * t.r + ze * ze;
+  v_r += v_theta * ze / den_m;
+  v.z += -v_theta * t.r / den_m;
+
+  // Jacobian entries.
+  const T j00 = v_j.m[0][0], j01 = v_j.m[0][1], j02 = v_j.m[0][2];
+  const T j10 = v_j.m[1][0], j11 = v_j.m[1][1], j12 = v_j.m[1][2];
+  T v_x2 = k.fx * t.a * j00 + k.fy * t.b * j11;
+  T v_y2 = k.fx * t.b * j00 + k.fy * t.a * j11;
+  T v_a = k.fx * t.x2 * j00 + k.fy * t.y2 * j11 + (k.fx * j01 + k.fy * j10) * t.xy;
+  T v_b = k.fx * t.y2 * j00 + k.fy * t.x2 * j11 - (k.fx * j01 + k.fy * j10) * t.xy;
+  const T v_xy = (k.fx * j01 + k.fy * j10) * (t.a - t.b);
+  T v_q = -k.fx * p.x * j02 - k.fy * p.y * j12;
+  v.x += -k.fx * t.q * j02;
+  v.y += -k.fy * t.q * j12;
+
+  // b = theta0 / (r s), theta0 = atan2(r, z).
+  T v_s = -v_b * t.b / t.s;
+  v_r += -v_b * t.b / t.r;
+  const T v_theta0 = v_b / (t.r * t.s);
+  const T den_j = t.r * t.r + p.z * p.z;
+  v_r += v_theta0 * p.z / den_j;
+  v.z += -v_theta0 * t.r / den_j;
+  // a = z q / s.
+  v.z += v_a * t.q / t.s;
+  v_q += v_a * p.z / t.s;
+  v_s += -v_a * t.a / t.s;
+  // q = 1 / (s + z^2).
+  v_s += -t.q * t.q * v_q;
+  v.z += T(-2) * p.z * t.q * t.q * v_q;
+  // s = x2 + y2; x2 = x^2 + eps; y2 = y^2; xy = x y.
+  v_x2 += v_s;
+  v_y2 += v_s;
+  v.x += T(2) * p.x * v_x2 + p.y * v_xy;
+  v.y += T(2) * p.y * v_y2 + p.x * v_xy;
+  // r = |(x, y)| + eps.
+  const T rho = t.r - eps;
+  if (rho > T(0)) {
+    v.x += v_r * p.x / rho;
+    v.y += v_r * p.y / rho;
+  }
+  return v;
+}
+
 // Pixel mean and Jacobian of a camera-space point under `model` (which the
 // caller has validated with camera_model_supported).
 template <typename T>
@@ -274,6 +394,10 @@ MOEGS_HD void project_point(int32_t model, vec3<T> p, const Intrinsics<T>& k, in
     case CameraModel::kOrtho:
       *m2d = ortho_mean(p, k);
       *j = ortho_jacobian(k);
+      break;
+    case CameraModel::kFisheye:
+      *m2d = fisheye_mean(p, k);
+      *j = fisheye_jacobian(p, k);
       break;
     case CameraModel::kPinhole:
     default:
@@ -289,6 +413,8 @@ MOEGS_HD vec3<T> project_point_vjp(int32_t model, vec3<T> p, const Intrinsics<T>
   switch (static_cast<CameraModel>(model)) {
     case CameraModel::kOrtho:
       return ortho_vjp(k, v_m2d);
+    case CameraModel::kFisheye:
+      return fisheye_vjp(p, k, v_m2d, v_j);
     case CameraModel::kPinhole:
     default:
       return pinhole_vjp(p, k, fov_limits(k, width, height), v_m2d, v_j);
