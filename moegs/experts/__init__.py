@@ -7,12 +7,20 @@ from typing import Dict
 from torch import Tensor
 
 from .base import ROUTER_INIT, ROUTER_LRS, DeformationExpert, GaussianSet
+from .embedding import EmbeddingExpert
+from .hexplane import HexPlaneExpert
+from .keyframe import KeyframeExpert
 from .mlp import MLPExpert
+from .polynomial import PolynomialExpert
 from .static import StaticExpert
 
 EXPERTS: Dict[str, type] = {
     "static": StaticExpert,
     "mlp": MLPExpert,
+    "hexplane": HexPlaneExpert,
+    "embedding": EmbeddingExpert,
+    "polynomial": PolynomialExpert,
+    "keyframe": KeyframeExpert,
 }
 
 
@@ -28,4 +36,4 @@ def build_expert(name: str, points: Tensor, colors: Tensor, **cfg) -> Deformatio
 
 
 __all__ = ["EXPERTS", "build_expert", "DeformationExpert", "GaussianSet", "ROUTER_INIT", "ROUTER_LRS",
-           "StaticExpert", "MLPExpert"]
+           "StaticExpert", "MLPExpert", "HexPlaneExpert", "EmbeddingExpert", "PolynomialExpert", "KeyframeExpert"]
