@@ -96,7 +96,7 @@ def test_embedding_stages_add_deltas_in_sequence():
 def test_embedding_smoothness_follows_densification():
     pts, cols = _cloud(40)
     e = build_expert("embedding", pts, cols, knn=5, smooth_samples=None, smooth_falloff=0.0)
-    assert float(e.regularization(0.5)) == pytest.approx(1e-4 * float(torch.sigmoid(e.splats["opacities"].mean())),
+    assert float(e.regularization(0.5).detach()) == pytest.approx(1e-4 * float(torch.sigmoid(e.splats["opacities"].detach().mean())),
                                                       rel=1e-4)  # zero embeddings: only the opacity term
     with torch.no_grad():
         e.splats["embedding"].normal_()
