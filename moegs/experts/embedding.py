@@ -78,7 +78,7 @@ class EmbeddingExpert(DeformationExpert):
                  max_embeddings: Optional[int] = None, gaussian_dim: int = 32, temporal_dim: int = 64,
                  width: int = 64, depth: int = 1, deform_sh: bool = True, c2f_fraction: float = 0.125,
                  anneal_fraction: float = 0.0125, smooth_weight: float = 1.0, smooth_falloff: float = 2000.0,
-                 knn: int = 20, smooth_samples: Optional[int] = 4096, opacity_weight: float = 1e-4,
+                 knn: int = 20, smooth_samples: Optional[int] = 1024, opacity_weight: float = 1e-4,
                  network_lr: float = 1.6e-4,
                  embedding_lr: float = 2.5e-3, temporal_lr: float = 1.6e-4):
         super().__init__(points, colors, sh_degree=sh_degree, scene_radius=scene_radius)
@@ -147,11 +147,12 @@ class EmbeddingExpert(DeformationExpert):
             idx = torch.arange(self.num_gaussians)
             if self.smooth_samples is not None and self.smooth_samples < self.num_gaussians:
                 idx = torch.randint(self.num_gaussians, (self.smooth_samples,))  # unbiased estimate of the mean
-            nb = nb[idx]
+            nb = nb[idx]  # [M, k]
             z, means = s["embedding"], s["means"].detach()
+            z_nb = z.index_select(0, nb.reshape(-1)).view(*nb.shape, z.shape[1])  # [M, k, D_g]
             d2 = (means[idx, None] - means[nb]).square().sum(-1)  # [M, k]
             w = torch.exp(-self.smooth_falloff * d2 / self.scene_radius ** 2)
-            diff = (z[idx, None] - z[nb]).square().sum(-1)  # [M, k]
+            diff = (z.index_select(0, idx)[:, None] - z_nb).square().sum(-1)  # [M, k]
             x = diff * w
             dist = torch.where(x > 0, torch.sqrt(torch.where(x > 0, x, torch.ones_like(x))), torch.zeros_like(x))
             reg = reg + self.smooth_weight * dist.mean()  # sqrt with a zero (not NaN) gradient at 0
