@@ -285,4 +285,5 @@ class DeltaHeads(torch.nn.Module):
             self.heads[key] = head
 
     def forward(self, h: Tensor) -> Dict[str, Tensor]:
+        """h: [N, W] trunk features → {name: [N, k]} deltas."""
         return {k: head(h) for k, head in self.heads.items()}
