@@ -6,7 +6,7 @@ import os
 from moegs.data.cameras import Camera, SceneData
 from moegs.data.dnerf import load_dnerf
 from moegs.data.multiview import load_n3v, load_technicolor
-from moegs.data.procedural import MOTION_CLASSES, ProceduralSceneConfig, write_procedural_scene
+from moegs.data.procedural import MOTION_CLASSES, ProceduralSceneConfig, procedural_scene, write_procedural_scene
 
 
 def detect_format(path: str) -> str:
@@ -43,4 +43,5 @@ __all__ = [
     "MOTION_CLASSES",
     "ProceduralSceneConfig",
     "write_procedural_scene",
+    "procedural_scene",
 ]

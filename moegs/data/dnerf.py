@@ -62,12 +62,10 @@ def _load_extra(root: str, rel: Optional[str], shape, what: str, downscale: int)
     if a.shape != shape:
         raise ValueError(f"{p}: {what} has shape {a.shape}, expected {shape}")
     if downscale > 1:
+        # nearest sample (top-left of each block): averaging depth or class ids across an edge
+        # would invent values that exist nowhere in the scene
         h, w = shape[0] // downscale, shape[1] // downscale
-        if what == "depth":
-            # keep one sample (top-left of each block): averaging depth across edges invents surfaces
-            a = a[: h * downscale : downscale, : w * downscale : downscale]
-        else:
-            a = a[: h * downscale : downscale, : w * downscale : downscale]
+        a = a[: h * downscale : downscale, : w * downscale : downscale]
     return a
 
 

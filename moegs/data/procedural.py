@@ -519,6 +519,29 @@ def _write_scene(out_dir: str, cfg: ProceduralSceneConfig, progress: bool) -> st
     return out_dir
 
 
+def procedural_scene(out_dir: str, cfg: ProceduralSceneConfig = ProceduralSceneConfig(), progress: bool = True, **load_opts):
+    """The built-in scene as a SceneData: renders it into ``out_dir`` unless a scene with the same
+    config is already there, then reads it back with :func:`moegs.data.load_dnerf`
+    (``load_opts`` go to the loader; images are opaque, so the background choice does not matter)."""
+    from moegs.data.dnerf import load_dnerf
+
+    if not isinstance(cfg, ProceduralSceneConfig):
+        raise TypeError(f"cfg must be a ProceduralSceneConfig, got {type(cfg).__name__}")
+    info = os.path.join(out_dir, "scene_info.json")
+    cached = False
+    if os.path.isfile(info):
+        try:
+            with open(info) as fh:
+                cached = json.load(fh).get("config") == asdict(cfg)
+        except (OSError, ValueError):
+            cached = False
+    if not cached:
+        if os.path.isfile(info):
+            os.remove(info)  # written last: its absence marks an incomplete scene
+        write_procedural_scene(out_dir, cfg, progress=progress)
+    return load_dnerf(out_dir, **load_opts)
+
+
 def _backproject_samples(rgb, depth, c2w, K, n, rng) -> Tuple[np.ndarray, np.ndarray]:
     """n random pixels with a surface, lifted to world points [n, 3] with their colours [n, 3]."""
     H, W = depth.shape

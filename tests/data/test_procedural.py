@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import moegs.data.procedural as P
-from moegs.data import MOTION_CLASSES, ProceduralSceneConfig, load_dnerf, write_procedural_scene
+from moegs.data import MOTION_CLASSES, ProceduralSceneConfig, load_dnerf, procedural_scene, write_procedural_scene
 
 SMALL = dict(width=24, height=20, n_train_cameras=4, n_test_cameras=1, n_frames=3, supersample=1, n_points=200)
 
@@ -111,3 +111,15 @@ def test_bad_config(tmp_path):
         write_procedural_scene(str(tmp_path), ProceduralSceneConfig(width=0))
     with pytest.raises(TypeError):
         write_procedural_scene(str(tmp_path), {"width": 8})
+
+
+def test_procedural_scene_cache(scene_dir, tmp_path):
+    cfg = ProceduralSceneConfig(**SMALL)
+    stamp = os.path.getmtime(os.path.join(scene_dir, "points.npy"))
+    s = procedural_scene(scene_dir, cfg, progress=False)  # same config: no re-render
+    assert os.path.getmtime(os.path.join(scene_dir, "points.npy")) == stamp and len(s.train) == 12
+    d = str(tmp_path / "p")
+    s2 = procedural_scene(d, ProceduralSceneConfig(**{**SMALL, "n_frames": 2}), progress=False)
+    assert len(s2.train) == 8
+    s3 = procedural_scene(d, cfg, progress=False)  # config changed: re-rendered
+    assert len(s3.train) == 12
