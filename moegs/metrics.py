@@ -9,7 +9,6 @@ normalized_mutual_info: NMI with arithmetic-mean normalisation, MI / ((H(a) + H(
 as scikit-learn's default ``average_method="arithmetic"``.
 """
 
-import math
 import os
 from typing import Optional
 

@@ -1,6 +1,5 @@
 """Datasets: D-NeRF, Neural 3D Video, Technicolor loaders and the built-in procedural dynamic scene."""
 
-import glob
 import os
 
 from moegs.data.cameras import Camera, SceneData
