@@ -61,37 +61,43 @@ def write_png(path: str, image, bit_depth: int = 8) -> None:
     os.replace(tmp, path)
 
 
-def _paeth_row(cur: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
-    out = cur.astype(np.int32)
-    p = prev.astype(np.int32)
-    n = out.shape[0]
-    # the first pixel has no left neighbour: predictor = up
-    out[:bpp] = (out[:bpp] + p[:bpp]) & 0xFF
-    for x in range(bpp, n, bpp):
-        a = out[x - bpp : x]
-        b = p[x : x + bpp]
-        c = p[x - bpp : x]
-        pa = np.abs(b - c)
-        pb = np.abs(a - c)
-        pc = np.abs(a + b - 2 * c)
-        pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-        out[x : x + bpp] = (out[x : x + bpp] + pred) & 0xFF
-    return out.astype(np.uint8)
+def _unfilter_rows(buf: np.ndarray, ftypes: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo filters 0 (none), 1 (sub) and 2 (up) row by row, vectorised within each row."""
+    h, stride = buf.shape
+    out = np.empty((h, stride), dtype=np.uint8)
+    prev = np.zeros(stride, dtype=np.int64)
+    for y in range(h):
+        cur = buf[y].astype(np.int64)
+        if ftypes[y] == 1:
+            cur = np.cumsum(cur.reshape(-1, bpp), axis=0).reshape(-1)
+        elif ftypes[y] == 2:
+            cur = cur + prev
+        prev = cur & 0xFF
+        out[y] = prev
+    return out
 
 
-def _average_row(cur: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
-    out = cur.astype(np.int32)
-    p = prev.astype(np.int32)
-    out[:bpp] = (out[:bpp] + (p[:bpp] >> 1)) & 0xFF
-    for x in range(bpp, out.shape[0], bpp):
-        out[x : x + bpp] = (out[x : x + bpp] + ((out[x - bpp : x] + p[x : x + bpp]) >> 1)) & 0xFF
-    return out.astype(np.uint8)
-
-
-def _sub_row(cur: np.ndarray, bpp: int) -> np.ndarray:
-    n = cur.shape[0]
-    v = cur.reshape(n // bpp, bpp).astype(np.int64)
-    return (np.cumsum(v, axis=0) & 0xFF).astype(np.uint8).reshape(n)
+def _unfilter_wavefront(buf: np.ndarray, ftypes: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo any mix of the five filters. Every predictor reads only the left, upper and upper-left
+    pixels, so all pixels on one anti-diagonal (x + y = const) are decoded together."""
+    h, stride = buf.shape
+    w = stride // bpp
+    filt = buf.reshape(h, w, bpp).astype(np.int32)
+    out = np.zeros((h + 1, w + 1, bpp), dtype=np.int32)  # row 0 and column 0 are the zero border
+    ft = ftypes.astype(np.int32)
+    for d in range(h + w - 1):
+        ys = np.arange(max(0, d - w + 1), min(h, d + 1))
+        xs = d - ys
+        a = out[ys + 1, xs]
+        b = out[ys, xs + 1]
+        c = out[ys, xs]
+        t = ft[ys][:, None]
+        p = a + b - c
+        pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+        pred = np.select([t == 0, t == 1, t == 2, t == 3], [0, a, b, (a + b) >> 1], paeth)
+        out[ys + 1, xs + 1] = (filt[ys, xs] + pred) & 0xFF
+    return out[1:, 1:].reshape(h, stride).astype(np.uint8)
 
 
 def read_png(path: str) -> np.ndarray:
@@ -148,25 +154,15 @@ def read_png(path: str) -> np.ndarray:
     if len(raw) < h * (stride + 1):
         raise ValueError(f"{path}: PNG image data is truncated")
     buf = np.frombuffer(raw, dtype=np.uint8)[: h * (stride + 1)].reshape(h, stride + 1)
-    out = np.empty((h, stride), dtype=np.uint8)
-    prev = np.zeros(stride, dtype=np.uint8)
-    for y in range(h):
-        ftype = int(buf[y, 0])
-        cur = buf[y, 1:]
-        if ftype == 0:
-            row = cur.copy()
-        elif ftype == 1:
-            row = _sub_row(cur, bpp)
-        elif ftype == 2:
-            row = ((cur.astype(np.int32) + prev) & 0xFF).astype(np.uint8)
-        elif ftype == 3:
-            row = _average_row(cur, prev, bpp)
-        elif ftype == 4:
-            row = _paeth_row(cur, prev, bpp)
-        else:
-            raise ValueError(f"{path}: invalid PNG filter type {ftype} in row {y}")
-        out[y] = row
-        prev = row
+    ftypes = buf[:, 0]
+    if ftypes.max() > 4:
+        bad = int(np.argmax(ftypes > 4))
+        raise ValueError(f"{path}: invalid PNG filter type {int(ftypes[bad])} in row {bad}")
+    rows = buf[:, 1:]
+    if ftypes.max() <= 2:
+        out = _unfilter_rows(rows, ftypes, bpp)
+    else:
+        out = _unfilter_wavefront(rows, ftypes, bpp)
     if depth == 16:
         img = out.view(">u2").astype(np.uint16)
     else:

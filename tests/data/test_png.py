@@ -52,6 +52,28 @@ def _chunk(tag, data):
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
 
+def _write_raw(p, raw, w, h):
+    p.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0))
+                  + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("ftypes", [[1, 2, 0], [2, 1], [4], [3], [0, 1, 2, 3, 4]])
+def test_filters(tmp_path, ftypes):
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, size=(9, 7, 4)).astype(np.uint8)
+    _write_raw(tmp_path / "f.png", _encode_filtered(img, ftypes), 7, 9)
+    np.testing.assert_array_equal(read_png(str(tmp_path / "f.png")), img)
+
+
+def test_invalid_filter_type(tmp_path):
+    img = np.zeros((3, 2, 4), np.uint8)
+    raw = bytearray(_encode_filtered(img, [0]))
+    raw[1 + 2 * 4] = 7  # filter byte of row 1
+    _write_raw(tmp_path / "f.png", bytes(raw), 2, 3)
+    with pytest.raises(ValueError, match="filter type 7"):
+        read_png(str(tmp_path / "f.png"))
+
+
 def test_all_filters(tmp_path):
     rng = np.random.default_rng(1)
     img = rng.integers(0, 256, size=(10, 6, 4)).astype(np.uint8)
