@@ -96,16 +96,20 @@ def _n3v_streams(path: str) -> List[Tuple[int, str, str]]:
     return sorted(found.values())
 
 
-def _stream_frames(src: str, indices: Optional[List[int]]) -> Tuple[np.ndarray, int]:
-    """(frames [T, H, W, 3] float32, total frame count of the stream)."""
+def _stream_frames(src: str, indices: List[int], downscale: int) -> Tuple[List[np.ndarray], Tuple[int, int]]:
+    """(kept frames, each [H, W, 3] float32 box-downscaled, (H0, W0) stored size before downscaling)."""
     if os.path.isdir(src):
         files = sorted(glob.glob(os.path.join(src, "*.png")))
-        keep = range(len(files)) if indices is None else [i for i in indices if i < len(files)]
-        return np.stack([_rgb(read_png_float(files[i])) for i in keep]), len(files)
-    from moegs.utils.video import count_video_frames, read_video
+        out, size = [], None
+        for i in indices:
+            img = _rgb(read_png_float(files[i]))
+            size = img.shape[:2]
+            out.append(downscale_image(img, downscale))
+        return out, size
+    from moegs.utils.video import read_video, video_size
 
-    total = count_video_frames(src)
-    return read_video(src, indices), total
+    frames = read_video(src, indices, downscale=downscale)
+    return list(frames), video_size(src)
 
 
 def _stream_length(src: str) -> int:
@@ -147,10 +151,8 @@ def load_n3v(path: str, *, downscale: int = 4, max_frames: Optional[int] = None,
     for row, (num, name, src) in enumerate(streams):
         Hf, Wf, f = poses[row, :, 4]
         w2c = llff_to_opencv_w2c(poses[row, :, :4])
-        frames, _ = _stream_frames(src, frame_ids)
-        H0, W0 = frames.shape[1:3]
+        imgs, (H0, W0) = _stream_frames(src, frame_ids, downscale)
         s = W0 / Wf  # stored frames may already be smaller than the full resolution
-        imgs = [downscale_image(fr, downscale) for fr in frames]
         H, W = imgs[0].shape[:2]
         sx, sy = s * W / W0, (H0 / Hf) * H / H0
         K = intrinsics(f * sx, f * sy, 0.5 * Wf * sx, 0.5 * Hf * sy)

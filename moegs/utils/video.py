@@ -85,9 +85,20 @@ def write_video(frames, path: str, fps: float = 10.0) -> str:
     return path
 
 
-def read_video(path: str, indices=None) -> np.ndarray:
-    """Decode a video into [T, H, W, 3] float32 in [0, 1]; ``indices`` (sorted frame numbers) keeps
-    only those frames."""
+def _box_downscale(img: np.ndarray, f: int) -> np.ndarray:
+    if f == 1:
+        return img
+    h, w = img.shape[0] // f, img.shape[1] // f
+    return img[: h * f, : w * f].reshape(h, f, w, f, -1).mean(axis=(1, 3))
+
+
+def read_video(path: str, indices=None, downscale: int = 1) -> np.ndarray:
+    """Decode a video into [T, H // downscale, W // downscale, 3] float32 in [0, 1].
+
+    indices: frame numbers to keep (others are decoded and dropped); downscale: integer box filter
+    applied to each frame as it is decoded, so long full-resolution videos never sit in memory."""
+    if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
+        raise ValueError(f"downscale must be a positive integer, got {downscale!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video file not found: {path}")
     ff = _ffmpeg()
@@ -99,12 +110,13 @@ def read_video(path: str, indices=None) -> np.ndarray:
         frames = []
         for i, buf in enumerate(gen):
             if keep is None or i in keep:
-                frames.append(np.frombuffer(buf, dtype=np.uint8).reshape(H, W, 3))
+                fr = np.frombuffer(buf, dtype=np.uint8).reshape(H, W, 3).astype(np.float32) / 255.0
+                frames.append(_box_downscale(fr, downscale).astype(np.float32))
     except (RuntimeError, OSError, StopIteration) as e:
         raise ValueError(f"{path}: cannot decode video ({e})") from None
     if not frames:
         raise ValueError(f"{path}: video has no frames")
-    return np.stack(frames).astype(np.float32) / 255.0
+    return np.stack(frames)
 
 
 def count_video_frames(path: str) -> int:
@@ -112,3 +124,17 @@ def count_video_frames(path: str) -> int:
     ff = _ffmpeg()
     n, _ = ff.count_frames_and_secs(path)
     return int(n)
+
+
+def video_size(path: str):
+    """(height, width) of a video, from its header (decodes nothing)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"video file not found: {path}")
+    gen = _ffmpeg().read_frames(path)
+    try:
+        W, H = next(gen)["size"]
+    except (RuntimeError, OSError, StopIteration) as e:
+        raise ValueError(f"{path}: cannot read video header ({e})") from None
+    finally:
+        gen.close()
+    return int(H), int(W)
