@@ -77,7 +77,7 @@ def render_expert(expert: nn.Module, camera, t: Optional[float] = None, backgrou
     bg = None if background is None else background.reshape(1, 3).to(g.means.dtype)
     colors, alphas, meta = rasterization(
         g.means, g.quats, g.scales, g.opacities, g.sh, viewmat[None], K[None], W, H,
-        sh_degree=expert.sh_degree, backgrounds=bg,
+        sh_degree=expert.sh_degree, backgrounds=bg, packed=False,
     )
     return colors[0], alphas[0, ..., 0], meta
 
