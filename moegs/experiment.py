@@ -228,7 +228,7 @@ def run_experiment(scene, cfg: ExperimentConfig, out: str, resume: bool = False,
     K = len(cfg.experts)
     results: dict = {"experts": {}, "config": asdict(cfg), "scene": getattr(scene, "name", ""),
                      "n_train_views": len(scene.train), "n_test_views": len(scene.test)}
-    singles = list(dict.fromkeys([*cfg.singles, *cfg.experts]))
+    singles = list(dict.fromkeys([*cfg.singles, *(cfg.experts if cfg.staged else ())]))
     trained: Dict[str, nn.Module] = {}
     for name in singles:
         e = build_member(name, scene, cfg)
@@ -238,7 +238,7 @@ def run_experiment(scene, cfg: ExperimentConfig, out: str, resume: bool = False,
         results["experts"][name] = {**ev, "iters": cfg.iters, "seconds": tr.seconds}
         _log(progress, f"{name:<11} PSNR {ev['psnr']:.2f} dB  SSIM {ev['ssim']:.3f}  {tr.seconds:.0f} s")
         trained[name] = e
-    best = max(singles, key=lambda n: results["experts"][n]["psnr"])
+    best = max(singles, key=lambda n: results["experts"][n]["psnr"]) if singles else None
     results["best_single"] = best
 
     if cfg.staged:
@@ -267,7 +267,7 @@ def run_experiment(scene, cfg: ExperimentConfig, out: str, resume: bool = False,
         _log(progress, f"joint MoE   PSNR {ev['psnr']:.2f} dB  SSIM {ev['ssim']:.3f}  NMI {ev['router_nmi']}")
         joint_mix = tr.mixture
 
-    if cfg.equal_compute:
+    if cfg.equal_compute and best is not None:
         e = build_member(best, scene, cfg)
         tr = Trainer("expert", [e], scene, cfg.train_config(K * cfg.iters), checkpoint=_stage(out, f"equal_{best}"),
                      desc=f"{best} ({K * cfg.iters} it)").run(resume=resume, progress=progress)
@@ -278,7 +278,7 @@ def run_experiment(scene, cfg: ExperimentConfig, out: str, resume: bool = False,
     primary = results[f"moe_{cfg.primary}"]
     results["moe"] = {**primary, "mode": cfg.primary}
     results["router_nmi"] = primary["router_nmi"]
-    results["gain_db"] = primary["psnr"] - results["experts"][best]["psnr"]
+    results["gain_db"] = None if best is None else primary["psnr"] - results["experts"][best]["psnr"]
     mix = joint_mix if cfg.primary == "joint" else staged_mix
     if media:
         results["media"] = [os.path.relpath(p, out) for p in write_media(mix, scene.test, os.path.join(out, "renders"))]
@@ -320,7 +320,7 @@ def results_table(results: dict) -> str:
     lines = ["  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     tail = []
-    if "best_single" in results and "moe" in results:
+    if results.get("gain_db") is not None:
         tail.append(f"MoE ({results['moe'].get('mode', '')}) − best single ({results['best_single']}): "
                     f"{results['gain_db']:+.2f} dB")
     if results.get("router_nmi") is not None:
