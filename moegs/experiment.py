@@ -224,6 +224,7 @@ def run_experiment(scene, cfg: ExperimentConfig, out: str, resume: bool = False,
     if len(cfg.experts) < 2 or len(set(cfg.experts)) != len(cfg.experts):
         raise ValueError(f"a mixture needs at least two different experts, got {cfg.experts}")
     os.makedirs(out, exist_ok=True)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     bg = scene.background.to(torch.float32)
     K = len(cfg.experts)
     results: dict = {"experts": {}, "config": asdict(cfg), "scene": getattr(scene, "name", ""),
@@ -282,6 +283,9 @@ def run_experiment(scene, cfg: ExperimentConfig, out: str, resume: bool = False,
     mix = joint_mix if cfg.primary == "joint" else staged_mix
     if media:
         results["media"] = [os.path.relpath(p, out) for p in write_media(mix, scene.test, os.path.join(out, "renders"))]
+    results["total_wall_seconds"] = time.perf_counter() - wall0
+    results["total_cpu_seconds"] = time.process_time() - cpu0
+    results["torch_threads"] = torch.get_num_threads()
     write_results(results, out)
     return results
 
