@@ -24,6 +24,7 @@ router         [N, 3]        router parameters (w, w_dir, w_time), initialised (
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -112,7 +113,7 @@ def check_time(t) -> float:
         if t.numel() != 1:
             raise ValueError(f"time t must be a scalar, got a tensor of shape {tuple(t.shape)}")
         t = float(t.detach())
-    if isinstance(t, bool) or not isinstance(t, (int, float)):
+    if isinstance(t, bool) or not isinstance(t, numbers.Real):
         raise TypeError(f"time t must be a float in [0, 1], got {type(t).__name__}")
     t = float(t)
     if not math.isfinite(t) or t < 0.0 or t > 1.0:
@@ -284,4 +285,5 @@ class DeltaHeads(torch.nn.Module):
             self.heads[key] = head
 
     def forward(self, h: Tensor) -> Dict[str, Tensor]:
+        """h: [N, W] trunk features → {name: [N, k]} deltas."""
         return {k: head(h) for k, head in self.heads.items()}

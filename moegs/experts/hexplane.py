@@ -116,6 +116,8 @@ class HexPlaneExpert(DeformationExpert):
         super().__init__(points, colors, sh_degree=sh_degree, scene_radius=scene_radius)
         if not 0.0 <= coarse_fraction < 1.0:
             raise ValueError(f"coarse_fraction must be in [0, 1), got {coarse_fraction}")
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
         pts = points.detach().float()
         lo, hi = pts.min(0).values, pts.max(0).values
         pad = 0.05 * (hi - lo).clamp_min(1e-3)

@@ -162,7 +162,8 @@ class KeyframeExpert(DeformationExpert):
         return self.activate(means, quats, s["scales"], s["opacities"], opacity_factor=factor)
 
     def regularization(self, t: float) -> Tensor:
-        """Drift sparsity 1e-4·mean log(‖d‖ + 1e-3) on static Gaussians + 1e-4·mean ‖P_k − P_0‖ on dynamic ones."""
+        """Scalar: drift sparsity ``drift_reg``·mean log(‖d‖ + 1e-3) over static Gaussians plus
+        ``motion_reg``·mean ‖P_k − P_0‖ over dynamic ones (published weights 1e-4)."""
         check_time(t)
         s = self.splats
         f = s["dynamic"]

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,6 +108,9 @@ def test_bad_input_raises(name):
             e(bad)
     with pytest.raises(TypeError):
         e("0.5")
+    with pytest.raises(ValueError, match="scalar"):
+        e(torch.tensor([0.1, 0.2]))
+    torch.testing.assert_close(e(np.float32(0.25)).means, e(torch.tensor(0.25)).means)
     with pytest.raises(ValueError):
         build_expert(name, pts[:, :2], cols[:, :2])
     with pytest.raises(ValueError):
