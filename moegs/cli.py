@@ -30,11 +30,12 @@ def _positive(text: str) -> int:
 
 
 def _load_scene(path: str):
-    from moegs.data import load_dataset
+    import moegs.data
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"dataset not found: {path}")
-    return load_dataset(path)
+    load = getattr(moegs.data, "load_dataset", None) or moegs.data.load_dnerf  # format detection when available
+    return load(path)
 
 
 def _builtin_scene(out: str, size: int, seed: int, resume: bool):
