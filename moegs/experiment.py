@@ -53,6 +53,7 @@ class ExperimentConfig:
         sh_degree: SH degree of every expert.
         joint_warmup: joint mode only: first steps train each member alone before the router joins.
         seed: seeds initialisation and camera order.
+        max_gaussians: densification stops for an expert holding this many Gaussians (0: no limit).
     """
 
     experts: Tuple[str, ...] = DEFAULT_MIXTURE
@@ -67,12 +68,13 @@ class ExperimentConfig:
     sh_degree: int = 1
     joint_warmup: int = 0
     seed: int = 0
+    max_gaussians: int = 20_000
     expert_options: Dict[str, dict] = field(default_factory=dict)
 
     def train_config(self, iters: int, **kw) -> TrainConfig:
-        every = max(10, iters // 15)
-        return TrainConfig(iters=iters, seed=self.seed, refine_start=every, refine_every=every,
-                           checkpoint_every=max(50, iters // 10), **kw)
+        every = max(10, iters // 10)
+        return TrainConfig(iters=iters, seed=self.seed, refine_start=every, refine_every=every, refine_stop_frac=0.5,
+                           max_gaussians=self.max_gaussians, checkpoint_every=max(50, iters // 10), **kw)
 
 
 def build_member(name: str, scene, cfg: ExperimentConfig) -> nn.Module:

@@ -44,6 +44,7 @@ class TrainConfig:
     refine_every: int = 100
     refine_stop_frac: float = 0.6
     grow_grad2d: float = 0.0002
+    max_gaussians: int = 0  # > 0: an expert stops densifying once it holds this many Gaussians
     router_lr_w: float = 0.5
     router_lr_time: float = 0.05
     router_lr_mlp: float = 0.05
@@ -290,7 +291,8 @@ class Trainer:
             infos = _split_meta(meta) if dens else [None] * len(self.experts)
         for k, e in enumerate(self.experts):
             s = self.strategies[k]
-            if s is not None and infos[k] is not None and infos[k]["means2d"].grad is not None:
+            full = cfg.max_gaussians > 0 and e.num_gaussians >= cfg.max_gaussians
+            if s is not None and not full and infos[k] is not None and infos[k]["means2d"].grad is not None:
                 s.step_post_backward(e.splats, self.splat_opts[k], self.strategy_states[k], step, infos[k])
         self._step_optimizers()
         return float(loss.detach())
