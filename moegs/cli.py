@@ -38,13 +38,18 @@ def _load_scene(path: str):
     return load(path)
 
 
-def _builtin_scene(out: str, size: int, seed: int, resume: bool):
+def _builtin_scene(out: str, size: int, seed: int, resume: bool, cameras=None, frames=None):
     from moegs.data import load_dnerf
     from moegs.data.procedural import ProceduralSceneConfig, write_procedural_scene
 
     folder = os.path.join(out, "scene")
     if not (resume and os.path.exists(os.path.join(folder, "transforms_train.json"))):
-        write_procedural_scene(folder, ProceduralSceneConfig(width=size, height=size, seed=seed))
+        cfg = ProceduralSceneConfig(width=size, height=size, seed=seed)
+        if cameras:
+            cfg.n_train_cameras = cameras
+        if frames:
+            cfg.n_frames = frames
+        write_procedural_scene(folder, cfg)
     return load_dnerf(folder)
 
 
@@ -69,7 +74,7 @@ def _cmd_demo(args) -> int:
         router_iters=args.router_iters or budget["router_iters"], equal_compute=budget["equal_compute"],
         staged=True, joint=True, primary=args.primary, temperature=args.temperature, seed=args.seed,
     )
-    scene = _builtin_scene(args.out, args.size, args.seed, args.resume)
+    scene = _builtin_scene(args.out, args.size, args.seed, args.resume, args.cameras, args.frames)
     print(f"built-in scene: {len(scene.train)} training and {len(scene.test)} held-out views, "
           f"{scene.train[0].width}x{scene.train[0].height}; mixture of {', '.join(experts)}")
     res = run_experiment(scene, cfg, args.out, resume=args.resume)
@@ -167,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--primary", choices=("joint", "staged"), default="joint",
                    help="which mixture results.json reports as 'moe' (default: joint)")
     d.add_argument("--size", type=_positive, default=64, help="image width and height (default: 64)")
+    d.add_argument("--cameras", type=_positive, default=None, help="training cameras of the built-in scene (default 10)")
+    d.add_argument("--frames", type=int, default=None, help="time steps of the built-in scene, >= 2 (default 14)")
     _common(d)
     d.set_defaults(func=_cmd_demo)
 

@@ -71,8 +71,8 @@ def test_train_joint_and_resume(tiny_scene, tmp_path, capsys):
 
 def test_demo_smoke(tmp_path, capsys):
     out = str(tmp_path / "d")
-    assert main(["demo", "--out", out, "--iters", "2", "--router-iters", "2", "--size", "24",
-                 "--experts", "static,polynomial"]) == 0
+    assert main(["demo", "--out", out, "--iters", "2", "--router-iters", "2", "--size", "24", "--cameras", "3",
+                 "--frames", "3", "--experts", "static,polynomial"]) == 0
     with open(os.path.join(out, "results.json")) as f:
         res = json.load(f)
     _check_schema(res, ["static", "polynomial"])
