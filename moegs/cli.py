@@ -6,8 +6,8 @@ import sys
 import time
 
 # Budgets of the built-in scene. ``demo`` is the quick main job; ``--benchmark`` is the full comparison.
-DEMO = dict(iters=300, router_iters=150, singles=None, equal_compute=False)
-BENCHMARK = dict(iters=1000, router_iters=500, singles="all", equal_compute=True)
+DEMO = dict(iters=150, router_iters=75, singles=None, equal_compute=False)
+BENCHMARK = dict(iters=300, router_iters=150, singles="all", equal_compute=True)
 
 
 def _expert_list(text: str):
