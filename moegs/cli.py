@@ -111,6 +111,8 @@ def _cmd_render(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    import torch
+
     from moegs.experiment import evaluate_mixture, load_model, results_table, write_results
 
     scene = _load_scene(args.data)
@@ -121,9 +123,14 @@ def _cmd_eval(args) -> int:
     from moegs.train import load_checkpoint
 
     cfg = load_checkpoint(args.model)["config"]
-    experts = {n: {"psnr": p, "ssim": None, "iters": cfg["iters"], "seconds": None, "within_mixture": True}
-               for n, p in ev["member_psnr"].items()}
-    res = {"experts": experts, "moe": {**ev, "iters": cfg["iters"], "seconds": None},
+    experts = {n: {"psnr": p, "ssim": ev["member_ssim"][n], "iters": cfg["iters"], "seconds": 0.0,
+                   "within_mixture": True} for n, p in ev["member_psnr"].items()}
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for cam in scene.test:
+            moe.render(cam)
+    ms = 1000 * (time.perf_counter() - t0) / len(scene.test)
+    res = {"experts": experts, "moe": {**ev, "iters": cfg["iters"], "seconds": 0.0, "render_ms_per_view": ms},
            "router_nmi": ev["router_nmi"], "model": os.path.abspath(args.model)}
     os.makedirs(args.out, exist_ok=True)
     write_results(res, args.out)

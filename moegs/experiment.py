@@ -110,7 +110,8 @@ def evaluate_mixture(mixture: MixtureOfExperts, cameras: Sequence) -> dict:
 
     from moegs.metrics import normalized_mutual_info, psnr, ssim
 
-    ps, ss, members, arg, lab = [], [], [[] for _ in mixture.experts], [], []
+    ps, ss, arg, lab = [], [], [], []
+    members, members_ssim = [[] for _ in mixture.experts], [[] for _ in mixture.experts]
     gate_share = torch.zeros(mixture.num_experts)
     for cam in cameras:
         out = mixture.render(cam)
@@ -119,6 +120,7 @@ def evaluate_mixture(mixture: MixtureOfExperts, cameras: Sequence) -> dict:
         ss.append(ssim(img, cam.image))
         for k in range(mixture.num_experts):
             members[k].append(psnr(out.expert_images[k].clamp(0, 1), cam.image))
+            members_ssim[k].append(ssim(out.expert_images[k].clamp(0, 1), cam.image))
         gate_share += out.gates.mean(dim=(1, 2))
         if getattr(cam, "labels", None) is not None:
             arg.append(out.gates.argmax(0).reshape(-1).numpy())
@@ -126,6 +128,7 @@ def evaluate_mixture(mixture: MixtureOfExperts, cameras: Sequence) -> dict:
     res = {
         "psnr": sum(ps) / len(ps), "ssim": sum(ss) / len(ss),
         "member_psnr": {n: sum(v) / len(v) for n, v in zip(mixture.names, members)},
+        "member_ssim": {n: sum(v) / len(v) for n, v in zip(mixture.names, members_ssim)},
         "gate_share": {n: float(g) / len(cameras) for n, g in zip(mixture.names, gate_share)},
         "gaussians": int(sum(e.num_gaussians for e in mixture.experts)),
     }

@@ -53,6 +53,7 @@ def test_train_staged_render_eval(tiny_scene, tmp_path, capsys):
         ev = json.load(f)
     assert abs(ev["moe"]["psnr"] - res["moe"]["psnr"]) < 1e-4  # the saved model reproduces the run's evaluation
     assert set(ev["experts"]) == {"static", "polynomial"}
+    _check_schema(ev, ["static", "polynomial"])
 
 
 def test_train_joint_and_resume(tiny_scene, tmp_path, capsys):
