@@ -176,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--router-iters", type=_positive, default=None,
                    help=f"staged router iterations (default {DEMO['router_iters']}; {BENCHMARK['router_iters']} "
                         "with --benchmark)")
-    d.add_argument("--primary", choices=("joint", "staged"), default="joint",
-                   help="which mixture results.json reports as 'moe' (default: joint)")
+    d.add_argument("--primary", choices=("joint", "staged"), default="staged",
+                   help="which mixture results.json reports as 'moe' (default: staged)")
     d.add_argument("--size", type=_positive, default=64, help="image width and height (default: 64)")
     d.add_argument("--cameras", type=_positive, default=None, help="training cameras of the built-in scene (default 10)")
     d.add_argument("--frames", type=int, default=None, help="time steps of the built-in scene, >= 2 (default 14)")

@@ -63,7 +63,7 @@ class ExperimentConfig:
     staged: bool = True
     joint: bool = True
     equal_compute: bool = False
-    primary: str = "joint"
+    primary: str = "staged"
     temperature: float = 0.1
     sh_degree: int = 1
     joint_warmup: int = 0
