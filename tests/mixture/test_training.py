@@ -1,0 +1,127 @@
+import os
+
+import pytest
+import torch
+
+from moegs.router import PixelRouter
+from moegs.train import TrainConfig, Trainer, load_checkpoint, save_atomic
+from tests.mixture.toy import ToyExpert, toy_scene
+
+
+def _cfg(**kw):
+    base = dict(iters=8, seed=3, refine_start=1, refine_every=3, grow_grad2d=1e-7, checkpoint_every=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_staged_router_stage_updates_only_the_router():
+    scene = toy_scene()
+    experts = [ToyExpert(seed=1), ToyExpert(seed=2)]
+    before = [{k: v.detach().clone() for k, v in e.state_dict().items()} for e in experts]
+    router = PixelRouter(temperature=0.5)
+    mlp0 = [p.detach().clone() for p in router.mlp.parameters()]
+    Trainer("router", experts, scene, _cfg(iters=4), router=router).run(progress=False)
+    for e, b in zip(experts, before):
+        for k, v in e.state_dict().items():
+            if k == "splats.router":
+                assert not torch.equal(v, b[k])
+            else:
+                assert torch.equal(v, b[k]), k
+        assert not any(p.requires_grad for n, p in e.named_parameters() if n != "splats.router")
+    assert any(not torch.equal(a, b) for a, b in zip(mlp0, router.mlp.parameters()))
+
+
+def test_joint_updates_experts_and_router():
+    scene = toy_scene()
+    experts = [ToyExpert(seed=1), ToyExpert(seed=2)]
+    before = [{k: v.detach().clone() for k, v in e.splats.items()} for e in experts]
+    bias0 = [e.bias.detach().clone() for e in experts]
+    router = PixelRouter(temperature=0.5)
+    mlp0 = [p.detach().clone() for p in router.mlp.parameters()]
+    tr = Trainer("joint", experts, scene, _cfg(iters=2, densify=False), router=router).run(progress=False)
+    for e, b, b0 in zip(experts, before, bias0):
+        for k in ("means", "sh0", "opacities", "router", "velocity"):
+            assert not torch.equal(e.splats[k], b[k]), k
+        assert not torch.equal(e.bias, b0)
+    assert any(not torch.equal(a, b) for a, b in zip(mlp0, router.mlp.parameters()))
+    assert len(tr.history) == 2
+
+
+def test_router_time_column_moves_at_its_own_rate():
+    from moegs.mixture import MixtureOfExperts
+    from moegs.train import camera_index, photometric_loss
+
+    scene = toy_scene()
+    experts = [ToyExpert(seed=1), ToyExpert(seed=2)]
+    router = PixelRouter(temperature=0.5)
+    cam = scene.train[camera_index(0, len(scene.train), 3)]
+    out = MixtureOfExperts(experts, router, backgrounds=scene.background).render(cam)
+    photometric_loss(out.image, cam.image).backward()
+    grads = [e.splats["router"].grad.clone() for e in experts]
+    r0 = [e.splats["router"].detach().clone() for e in experts]
+    for e in experts:
+        e.zero_grad()
+    Trainer("router", experts, scene, _cfg(iters=1), router=router).run(progress=False)
+    for e, g, r in zip(experts, grads, r0):
+        delta = e.splats["router"].detach() - r
+        # RAdam's first step is lr·g: 0.5 for (w, w_dir), 0.05 for w_time
+        torch.testing.assert_close(delta[:, :2], -0.5 * g[:, :2], atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(delta[:, 2], -0.05 * g[:, 2], atol=1e-6, rtol=1e-4)
+        assert float(g[:, 2].abs().max()) > 0
+
+
+def _run(mode, tmp_path, name, stop_after=None, resume=False, densify=True):
+    torch.manual_seed(99)  # the trainer must not depend on the caller's RNG state
+    experts = [ToyExpert(seed=1)] if mode == "expert" else [ToyExpert(seed=1), ToyExpert(seed=2, sh_degree=1)]
+    router = None if mode == "expert" else PixelRouter(temperature=0.5)
+    tr = Trainer(mode, experts, toy_scene(), _cfg(densify=densify), router=router,
+                 checkpoint=os.path.join(tmp_path, name))
+    if stop_after is not None:
+        tr.run(stop_after=stop_after, progress=False)
+        torch.manual_seed(12345)  # a "new process"
+        experts = [ToyExpert(seed=1)] if mode == "expert" else [ToyExpert(seed=1), ToyExpert(seed=2, sh_degree=1)]
+        router = None if mode == "expert" else PixelRouter(temperature=0.5)
+        tr = Trainer(mode, experts, toy_scene(), _cfg(densify=densify), router=router,
+                     checkpoint=os.path.join(tmp_path, name))
+        assert load_checkpoint(tr.checkpoint)["step"] == stop_after
+        tr.run(resume=True, progress=False)
+    else:
+        tr.run(progress=False)
+    return tr
+
+
+@pytest.mark.parametrize("mode", ["expert", "joint"])
+def test_resume_equals_uninterrupted(tmp_path, mode):
+    full = _run(mode, tmp_path, "a.pt")
+    resumed = _run(mode, tmp_path, "b.pt", stop_after=5)
+    assert full.history == resumed.history
+    for e1, e2 in zip(full.experts, resumed.experts):
+        assert e1.num_gaussians == e2.num_gaussians
+        for k in e1.splats:
+            assert torch.equal(e1.splats[k], e2.splats[k]), k
+    if mode == "expert":
+        assert full.experts[0].num_gaussians != 60  # densification ran (and was replayed exactly)
+    else:
+        assert all(torch.equal(a, b) for a, b in zip(full.router.parameters(), resumed.router.parameters()))
+
+
+def test_atomic_checkpoint(tmp_path, monkeypatch):
+    path = os.path.join(tmp_path, "ck.pt")
+    save_atomic({"a": torch.ones(3)}, path)
+    assert torch.equal(load_checkpoint(path)["a"], torch.ones(3))
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(RuntimeError):
+        save_atomic({"a": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["a"], torch.ones(3))  # the old file is intact
+    assert sorted(os.listdir(tmp_path)) == ["ck.pt"]  # no temporary left behind
+    with open(path, "wb") as f:
+        f.write(b"garbage")
+    with pytest.raises(ValueError, match="unreadable"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(os.path.join(tmp_path, "missing.pt"))
