@@ -200,29 +200,12 @@ def write_media(mixture: MixtureOfExperts, cameras: Sequence, out_dir: str, n_fr
 
 
 def _write_video(path: str, frames: torch.Tensor, fps: int = 8) -> str:
-    """``frames [F, H, W, 3]`` in [0, 1] → an H.264 mp4 (``moegs.utils.video`` when present, else imageio-ffmpeg)."""
-    try:
-        from moegs.utils.video import write_video
-    except ImportError:
-        write_video = None
-    if write_video is not None:
-        write_video(path, frames, fps=fps)
-        return path
-    import imageio_ffmpeg
-    import numpy as np
+    """``frames [F, H, W, 3]`` in [0, 1] → an H.264 mp4, or an animated PNG without imageio-ffmpeg.
 
-    arr = (frames.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    F, H, W, _ = arr.shape
-    pad_h, pad_w = H % 2, W % 2  # yuv420p needs even sizes
-    writer = imageio_ffmpeg.write_frames(path, (W + pad_w, H + pad_h), fps=fps, macro_block_size=1,
-                                         pix_fmt_out="yuv420p")
-    writer.send(None)
-    for f in arr:
-        if pad_h or pad_w:
-            f = np.pad(f, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        writer.send(np.ascontiguousarray(f))
-    writer.close()
-    return path
+    Returns the path actually written."""
+    from moegs.utils.video import write_video
+
+    return write_video(frames, path, fps=fps)
 
 
 # ----------------------------------------------------------------------------------------------------- the run
