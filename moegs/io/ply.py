@@ -20,13 +20,14 @@ file in the same folder replaces the target only once it is complete.
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from moegs.utils.atomic import write_atomic
 
 PathLike = Union[str, os.PathLike]
 
@@ -217,21 +218,12 @@ def write_ply(path: PathLike, gaussians: GaussianPly, ascii: bool = False) -> No
             rec[name] = arr
         body = rec.tobytes()
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"folder {folder!r} for {path!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ply", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def _write(f):
+        f.write(header)
+        f.write(body)
+
+    write_atomic(path, _write, suffix=".ply")
 
 
 def _parse_header(data: bytes, path: str) -> Tuple[str, int, List[Tuple[str, str]], int]:

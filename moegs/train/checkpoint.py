@@ -1,27 +1,16 @@
 """Atomic checkpoint files: written to a temporary file in the same folder, then renamed over the target."""
 
 import os
-import tempfile
 from typing import Any
 
 import torch
 
+from moegs.utils.atomic import write_atomic
+
 
 def save_atomic(obj: Any, path: str) -> None:
     """``torch.save(obj)`` to ``path`` so a reader never sees a partial file (temp file + ``os.replace``)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(path, lambda f: torch.save(obj, f), suffix=".pt", make_dirs=True)
 
 
 def load_checkpoint(path: str) -> Any:
