@@ -77,7 +77,9 @@ def extension_modules():
     debug = _flag("MOEGS_DEBUG")
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = read_sources("cpu") + (cuda_sources if with_cuda else [])
-    extra = {"cxx": opt + ["-fopenmp", "-fvisibility=hidden"]}
+    # -ffp-contract=off: no fused multiply-add contraction, so the SIMD clones of the
+    # CPU kernels (csrc/cpu/composite_cpu.h) give the same bits as the baseline x86-64 code.
+    extra = {"cxx": opt + ["-fopenmp", "-fvisibility=hidden", "-ffp-contract=off"]}
     if with_cuda:
         extra["nvcc"] = opt + ["--expt-relaxed-constexpr", "-lineinfo"]
         if _flag("MOEGS_PTXAS_VERBOSE"):

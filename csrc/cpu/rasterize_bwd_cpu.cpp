@@ -19,6 +19,7 @@
 
 #include "moegs/checks.h"
 #include "moegs/composite.h"
+#include "composite_cpu.h"
 #include "../ops/rasterize_prepare.h"
 
 namespace moegs {
@@ -28,6 +29,7 @@ namespace {
 template <typename T>
 struct Scratch {
   std::vector<Splat<T>> splats;
+  std::vector<SplatBox> boxes;          // alpha >= 1/255 boxes (splat_box)
   std::vector<SplatSample<T>> samples;  // per run position, valid = contributed
   std::vector<T> trans_in;              // T in front of each contributor
   std::vector<T> behind;                // [K, F]
@@ -61,7 +63,13 @@ void backprop_pixel(const RasterizeBwdArgs<T>& a, const RasterizeDims& d, const 
       smp.valid = false;
       continue;
     }
-    smp = splat_sample(g, pixel, alpha_max);
+    const SplatBox& box = s.boxes[q];
+    if (float(pixel.x) < box.x_lo || float(pixel.x) > box.x_hi || float(pixel.y) < box.y_lo ||
+        float(pixel.y) > box.y_hi) {
+      smp.valid = false;  // alpha < 1/255 everywhere in the box's complement
+      continue;
+    }
+    smp = splat_sample_cpu(g, pixel, alpha_max);
     if (!smp.valid) continue;
     s.trans_in[q] = trans[g.expert];
     trans[g.expert] = transmittance_behind(trans[g.expert], smp.alpha);
@@ -116,28 +124,32 @@ void backprop_tiles(const RasterizeBwdArgs<T>& a, const RasterizeDims& d,
                     const CompositeParams& p) {
   const int64_t tiles_per_image = int64_t(d.tiles_x) * d.tiles_y;
   const int64_t num_tiles = d.num_images * tiles_per_image;
-  at::parallel_for(0, num_tiles, 1, [&](int64_t t_begin, int64_t t_end) {
-    Scratch<T> s;
-    s.behind.resize(d.num_experts * d.num_features);
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      const int64_t i = t / tiles_per_image;
-      const int32_t ty = static_cast<int32_t>((t % tiles_per_image) / d.tiles_x);
-      const int32_t tx = static_cast<int32_t>(t % d.tiles_x);
-      int64_t begin, end;
-      tile_range(a.isect_offsets, num_tiles, d.num_isects, t, &begin, &end);
-      s.splats.clear();
-      for (int64_t j = begin; j < end; ++j)
-        s.splats.push_back(load_splat(a.means2d, a.conics, a.opacities, a.expert_ids,
-                                      int64_t(a.flatten_ids[j])));
-      s.samples.resize(s.splats.size());
-      s.trans_in.resize(s.splats.size());
-
-      const int32_t y_end = std::min(d.height, (ty + 1) * d.tile_size);
-      const int32_t x_end = std::min(d.width, (tx + 1) * d.tile_size);
-      for (int32_t y = ty * d.tile_size; y < y_end; ++y)
-        for (int32_t x = tx * d.tile_size; x < x_end; ++x)
-          backprop_pixel(a, d, p, s, begin, t, i, x, y);
+  const std::vector<int64_t> order = tiles_by_cost(a.isect_offsets, num_tiles, d.num_isects);
+  const int64_t n_workers = std::max<int64_t>(1, at::get_num_threads());
+  std::vector<Scratch<T>> scratch(n_workers);
+  for (auto& s : scratch) s.behind.resize(d.num_experts * d.num_features);
+  parallel_dynamic(order, [&](int64_t t) {
+    Scratch<T>& s = scratch[std::min<int64_t>(at::get_thread_num(), n_workers - 1)];
+    const int64_t i = t / tiles_per_image;
+    const int32_t ty = static_cast<int32_t>((t % tiles_per_image) / d.tiles_x);
+    const int32_t tx = static_cast<int32_t>(t % d.tiles_x);
+    int64_t begin, end;
+    tile_range(a.isect_offsets, num_tiles, d.num_isects, t, &begin, &end);
+    s.splats.clear();
+    s.boxes.clear();
+    for (int64_t j = begin; j < end; ++j) {
+      s.splats.push_back(load_splat(a.means2d, a.conics, a.opacities, a.expert_ids,
+                                    int64_t(a.flatten_ids[j])));
+      s.boxes.push_back(splat_box(s.splats.back()));
     }
+    s.samples.resize(s.splats.size());
+    s.trans_in.resize(s.splats.size());
+
+    const int32_t y_end = std::min(d.height, (ty + 1) * d.tile_size);
+    const int32_t x_end = std::min(d.width, (tx + 1) * d.tile_size);
+    for (int32_t y = ty * d.tile_size; y < y_end; ++y)
+      for (int32_t x = tx * d.tile_size; x < x_end; ++x)
+        backprop_pixel(a, d, p, s, begin, t, i, x, y);
   });
 }
 

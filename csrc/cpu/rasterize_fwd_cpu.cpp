@@ -1,5 +1,14 @@
-// CPU forward of single-pass multi-expert rasterization: one task per tile,
-// one front-to-back walk per pixel; math in moegs/composite.h.
+// CPU forward of single-pass multi-expert rasterization; math in
+// moegs/composite.h, CPU helpers in composite_cpu.h.
+//
+// Work is split into tiles handed out longest first (parallel_dynamic). A tile
+// is processed in chunks of kLanes pixels of one row: the chunk's pixels are
+// the SIMD lanes and the tile's Gaussian run is the outer loop, so a Gaussian
+// is loaded once per chunk and evaluated for all lanes at once. A Gaussian whose
+// alpha >= 1/255 box misses the chunk is skipped without evaluation, an expert
+// whose lanes are all saturated skips its Gaussians, and the chunk stops once
+// every expert is saturated in every lane. Each pixel sees exactly the steps of
+// a per-pixel front-to-back walk, in the same order, so the results equal it.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -9,62 +18,154 @@
 
 #include "moegs/checks.h"
 #include "moegs/composite.h"
+#include "composite_cpu.h"
 #include "../ops/rasterize_prepare.h"
 
 namespace moegs {
 namespace {
 
-// Composites pixel (x, y) of image i from the tile's run `splats` (flatten
-// indices begin, begin + 1, ...). Experts not in the run start as done, which
-// changes nothing but lets the walk end early.
+constexpr int kLanes = 16;  // pixels per chunk (one AVX-512 register of floats)
+
+// A tile's run, structure of arrays, as the chunk loop reads it.
 template <typename T>
-void render_pixel(const RasterizeFwdArgs<T>& a, const RasterizeDims& d, const CompositeParams& p,
-                  const std::vector<Splat<T>>& splats, int64_t begin, const bool* present,
-                  int64_t i, int32_t x, int32_t y) {
-  const int32_t K = d.num_experts;
-  const int64_t F = d.num_features;
-  const int64_t plane = int64_t(d.height) * d.width;
-  const int64_t pix = int64_t(y) * d.width + x;
-  const T alpha_max = T(p.alpha_max);
-  const T min_t = T(p.min_transmittance);
-  const vec2<T> pixel = {T(x) + T(p.pixel_offset), T(y) + T(p.pixel_offset)};
+struct TileRun {
+  std::vector<T> mx, my, ca, cb, cc, op;
+  std::vector<float> x_lo, x_hi, y_lo, y_hi;
+  std::vector<int32_t> expert;
+  std::vector<const T*> feature;
+  int64_t n = 0;
+  bool present[kMaxExperts];
 
-  T trans[kMaxExperts];
-  bool done[kMaxExperts];
-  int32_t last[kMaxExperts];
-  T* acc[kMaxExperts];
-  int32_t n_done = 0;
-  for (int32_t k = 0; k < K; ++k) {
-    trans[k] = T(1);
-    done[k] = !present[k];
-    n_done += done[k] ? 1 : 0;
-    last[k] = kNoContributor;
-    acc[k] = a.render + ((i * K + k) * plane + pix) * F;
-    std::fill(acc[k], acc[k] + F, T(0));
-  }
-
-  const int64_t n = static_cast<int64_t>(splats.size());
-  for (int64_t q = 0; q < n && n_done < K; ++q) {
-    const Splat<T>& s = splats[q];
-    const int32_t e = s.expert;
-    if (done[e]) continue;
-    const SplatSample<T> smp = splat_sample(s, pixel, alpha_max);
-    if (!smp.valid) continue;
-    const T* feature = a.features + int64_t(a.flatten_ids[begin + q]) * F;
-    if (composite_step(feature, F, smp.alpha, min_t, &trans[e], acc[e])) {
-      last[e] = static_cast<int32_t>(begin + q);
-    } else {
-      done[e] = true;
-      ++n_done;
+  void load(const RasterizeFwdArgs<T>& a, int64_t F, int64_t begin, int64_t end) {
+    n = end - begin;
+    for (auto* v : {&mx, &my, &ca, &cb, &cc, &op}) v->resize(n);
+    for (auto* v : {&x_lo, &x_hi, &y_lo, &y_hi}) v->resize(n);
+    expert.resize(n);
+    feature.resize(n);
+    std::fill(present, present + kMaxExperts, false);
+    for (int64_t q = 0; q < n; ++q) {
+      const int64_t g = a.flatten_ids[begin + q];
+      const Splat<T> s = load_splat(a.means2d, a.conics, a.opacities, a.expert_ids, g);
+      mx[q] = s.mean.x; my[q] = s.mean.y;
+      ca[q] = s.conic.x; cb[q] = s.conic.y; cc[q] = s.conic.z;
+      op[q] = s.opacity;
+      const SplatBox box = splat_box(s);
+      x_lo[q] = box.x_lo; x_hi[q] = box.x_hi; y_lo[q] = box.y_lo; y_hi[q] = box.y_hi;
+      expert[q] = s.expert;
+      feature[q] = a.features + g * F;
+      present[s.expert] = true;
     }
   }
+};
 
-  for (int32_t k = 0; k < K; ++k) {
-    const int64_t o = (i * K + k) * plane + pix;
-    composite_finish(acc[k], a.backgrounds + (i * K + k) * F, F, trans[k], acc[k]);
-    a.alphas[o] = T(1) - trans[k];
-    a.last_ids[o] = last[k];
+// Per-chunk state: [K][kLanes] transmittance, last contributor, still-active
+// flag, and [K][F][kLanes] accumulated features.
+template <typename T>
+struct ChunkState {
+  std::vector<T> trans, acc;
+  std::vector<int32_t> last, active;
+  void resize(int64_t K, int64_t F) {
+    trans.resize(K * kLanes);
+    acc.resize(K * F * kLanes);
+    last.resize(K * kLanes);
+    active.resize(K * kLanes);
   }
+};
+
+// The Gaussian loop of one chunk. px: lane x centres; py: row centre; lanes
+// >= n_lanes are padding (inactive from the start). Returns the pair count
+// evaluated (for nothing but inspection).
+template <typename T>
+inline __attribute__((always_inline)) void blend_chunk_impl(
+    const TileRun<T>& run, int64_t begin, int32_t K, int64_t F, T alpha_max, T min_t,
+    const T* px, T py, int32_t n_lanes, ChunkState<T>& st) {
+  int32_t n_active[kMaxExperts];
+  int32_t experts_left = 0;
+  for (int32_t k = 0; k < K; ++k) {
+    const bool on = run.present[k];
+    n_active[k] = on ? n_lanes : 0;
+    experts_left += on && n_lanes > 0 ? 1 : 0;
+    for (int l = 0; l < kLanes; ++l) {
+      st.trans[k * kLanes + l] = T(1);
+      st.last[k * kLanes + l] = kNoContributor;
+      st.active[k * kLanes + l] = (on && l < n_lanes) ? 1 : 0;
+    }
+  }
+  std::fill(st.acc.begin(), st.acc.end(), T(0));
+  if (experts_left == 0) return;
+
+  const float fy = float(py);
+  const float fx_first = float(px[0]);
+  const float fx_last = float(px[std::max(n_lanes, 1) - 1]);
+  const T thr = T(kAlphaThreshold);
+  for (int64_t q = 0; q < run.n; ++q) {
+    if (fy < run.y_lo[q] || fy > run.y_hi[q] || fx_last < run.x_lo[q] || fx_first > run.x_hi[q])
+      continue;
+    const int32_t e = run.expert[q];
+    if (n_active[e] == 0) continue;
+    const T mx = run.mx[q], my = run.my[q], a = run.ca[q], b = run.cb[q], c = run.cc[q];
+    const T o = run.op[q];
+    const int32_t j = static_cast<int32_t>(begin + q);
+    T* __restrict tr = st.trans.data() + e * kLanes;
+    int32_t* __restrict act = st.active.data() + e * kLanes;
+    int32_t* __restrict last = st.last.data() + e * kLanes;
+    T w[kLanes];
+    int32_t contrib[kLanes];
+    int32_t n_contrib = 0, n_saturated = 0;
+    const T dy = my - py;
+#pragma omp simd reduction(+ : n_contrib, n_saturated)
+    for (int l = 0; l < kLanes; ++l) {
+      // The steps of splat_sample / composite_step (moegs/composite.h), per lane.
+      const T dx = mx - px[l];
+      const T sigma = T(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
+      const T vis = exp_cpu(-sigma);
+      const T alpha = clamp_max(o * vis, alpha_max);
+      const bool valid = act[l] != 0 && !(sigma < T(0)) && !(alpha < thr);
+      const T t = tr[l];
+      const T next = transmittance_behind(t, alpha);
+      const bool sat = valid && next <= min_t;
+      const bool add = valid && !sat;
+      w[l] = add ? alpha * t : T(0);
+      tr[l] = add ? next : t;
+      act[l] = sat ? 0 : act[l];
+      last[l] = add ? j : last[l];
+      contrib[l] = add ? 1 : 0;
+      n_contrib += add ? 1 : 0;
+      n_saturated += sat ? 1 : 0;
+    }
+    if (n_contrib > 0) {
+      const T* feat = run.feature[q];
+      T* __restrict acc = st.acc.data() + int64_t(e) * F * kLanes;
+      for (int64_t f = 0; f < F; ++f) {
+        const T v = feat[f];
+        T* __restrict row = acc + f * kLanes;
+#pragma omp simd
+        for (int l = 0; l < kLanes; ++l) row[l] = contrib[l] ? row[l] + v * w[l] : row[l];
+      }
+    }
+    if (n_saturated > 0) {
+      n_active[e] -= n_saturated;
+      if (n_active[e] == 0 && --experts_left == 0) break;
+    }
+  }
+}
+
+MOEGS_SIMD_CLONES
+void blend_chunk_f32(const TileRun<float>& run, int64_t begin, int32_t K, int64_t F,
+                     float alpha_max, float min_t, const float* px, float py, int32_t n_lanes,
+                     ChunkState<float>& st) {
+  blend_chunk_impl(run, begin, K, F, alpha_max, min_t, px, py, n_lanes, st);
+}
+
+void blend_chunk(const TileRun<float>& run, int64_t begin, int32_t K, int64_t F, float alpha_max,
+                 float min_t, const float* px, float py, int32_t n_lanes, ChunkState<float>& st) {
+  blend_chunk_f32(run, begin, K, F, alpha_max, min_t, px, py, n_lanes, st);
+}
+
+void blend_chunk(const TileRun<double>& run, int64_t begin, int32_t K, int64_t F,
+                 double alpha_max, double min_t, const double* px, double py, int32_t n_lanes,
+                 ChunkState<double>& st) {
+  blend_chunk_impl(run, begin, K, F, alpha_max, min_t, px, py, n_lanes, st);
 }
 
 template <typename T>
@@ -72,29 +173,52 @@ void rasterize_fwd_kernel(const RasterizeFwdArgs<T>& a, const RasterizeDims& d,
                           const CompositeParams& p) {
   const int64_t tiles_per_image = int64_t(d.tiles_x) * d.tiles_y;
   const int64_t num_tiles = d.num_images * tiles_per_image;
-  at::parallel_for(0, num_tiles, 1, [&](int64_t t_begin, int64_t t_end) {
-    std::vector<Splat<T>> splats;
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      const int64_t i = t / tiles_per_image;
-      const int32_t ty = static_cast<int32_t>((t % tiles_per_image) / d.tiles_x);
-      const int32_t tx = static_cast<int32_t>(t % d.tiles_x);
-      int64_t begin, end;
-      tile_range(a.isect_offsets, num_tiles, d.num_isects, t, &begin, &end);
+  const int32_t K = d.num_experts;
+  const int64_t F = d.num_features;
+  const int64_t plane = int64_t(d.height) * d.width;
+  const T alpha_max = T(p.alpha_max);
+  const T min_t = T(p.min_transmittance);
+  const std::vector<int64_t> order = tiles_by_cost(a.isect_offsets, num_tiles, d.num_isects);
 
-      // Gather the tile's run once; every pixel of the tile walks it.
-      bool present[kMaxExperts] = {};
-      splats.clear();
-      for (int64_t j = begin; j < end; ++j) {
-        splats.push_back(load_splat(a.means2d, a.conics, a.opacities, a.expert_ids,
-                                    int64_t(a.flatten_ids[j])));
-        present[splats.back().expert] = true;
+  // One run and chunk state per worker thread, reused across its tiles.
+  const int64_t n_workers = std::max<int64_t>(1, at::get_num_threads());
+  std::vector<TileRun<T>> runs(n_workers);
+  std::vector<ChunkState<T>> states(n_workers);
+  for (auto& s : states) s.resize(K, F);
+
+  parallel_dynamic(order, [&](int64_t t) {
+    const int64_t worker = std::min<int64_t>(at::get_thread_num(), n_workers - 1);
+    TileRun<T>& run = runs[worker];
+    ChunkState<T>& st = states[worker];
+    const int64_t i = t / tiles_per_image;
+    const int32_t ty = static_cast<int32_t>((t % tiles_per_image) / d.tiles_x);
+    const int32_t tx = static_cast<int32_t>(t % d.tiles_x);
+    int64_t begin, end;
+    tile_range(a.isect_offsets, num_tiles, d.num_isects, t, &begin, &end);
+    run.load(a, F, begin, end);
+
+    const int32_t y_end = std::min(d.height, (ty + 1) * d.tile_size);
+    const int32_t x_end = std::min(d.width, (tx + 1) * d.tile_size);
+    T px[kLanes];
+    for (int32_t y = ty * d.tile_size; y < y_end; ++y) {
+      const T py = T(y) + T(p.pixel_offset);
+      for (int32_t x0 = tx * d.tile_size; x0 < x_end; x0 += kLanes) {
+        const int32_t n_lanes = std::min<int32_t>(kLanes, x_end - x0);
+        for (int l = 0; l < kLanes; ++l) px[l] = T(x0 + l) + T(p.pixel_offset);
+        blend_chunk(run, begin, K, F, alpha_max, min_t, px, py, n_lanes, st);
+        for (int32_t k = 0; k < K; ++k) {
+          const T* bg = a.backgrounds + (i * K + k) * F;
+          for (int32_t l = 0; l < n_lanes; ++l) {
+            const int64_t o = (i * K + k) * plane + int64_t(y) * d.width + x0 + l;
+            const T trans = st.trans[k * kLanes + l];
+            T* out = a.render + o * F;
+            for (int64_t f = 0; f < F; ++f) out[f] = st.acc[(k * F + f) * kLanes + l];
+            composite_finish(out, bg, F, trans, out);
+            a.alphas[o] = T(1) - trans;
+            a.last_ids[o] = st.last[k * kLanes + l];
+          }
+        }
       }
-
-      const int32_t y_end = std::min(d.height, (ty + 1) * d.tile_size);
-      const int32_t x_end = std::min(d.width, (tx + 1) * d.tile_size);
-      for (int32_t y = ty * d.tile_size; y < y_end; ++y)
-        for (int32_t x = tx * d.tile_size; x < x_end; ++x)
-          render_pixel(a, d, p, splats, begin, present, i, x, y);
     }
   });
 }

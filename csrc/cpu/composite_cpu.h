@@ -1,0 +1,140 @@
+// CPU-only helpers of the compositing kernels: an exponential that vectorises,
+// the per-tile Gaussian table the SIMD loops read, tile scheduling, and the
+// SIMD-dispatch attribute. The compositing math itself is moegs/composite.h.
+//
+// Bit-exactness: the build uses -ffp-contract=off, so a multiply-add is never
+// fused and exp_cpu gives the same bits whether inlined into scalar code or
+// into the AVX2 / AVX-512 clones of a vector loop. Forward and backward both
+// evaluate alpha with it, so the backward's replay agrees with the forward.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "moegs/composite.h"
+
+// Function multiversioning: x86-64 builds run the AVX-512 / AVX2 clone the CPU
+// supports (chosen at load time), any other x86-64 CPU the baseline clone;
+// other architectures compile the one portable version.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(MOEGS_NO_CLONES)
+#define MOEGS_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MOEGS_SIMD_CLONES
+#endif
+
+namespace moegs {
+
+// exp(x) in float: Cody-Waite reduction to r in [-ln2/2, ln2/2], a degree-6
+// polynomial for e^r, times 2^n built from the exponent bits. Branch-free, so
+// loops over pixels vectorise. Relative error below 2 ulp on [-86, 88]; x is
+// clamped to that range, so the result is never denormal (exp(-86) = 4e-38),
+// which keeps underflowing Gaussians off the slow denormal path: any alpha
+// that small is skipped (alpha < 1/255) whatever its exact value.
+inline float exp_cpu(float x) {
+  x = x < -86.0f ? -86.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float n = (x * 1.44269504088896341f + magic) - magic;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r;
+  p = p + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// Double precision keeps the C library's exp (the float64 path is the
+// reference the tests compare against; it is not the speed path).
+inline double exp_cpu(double x) { return std::exp(x); }
+
+// splat_sample of moegs/composite.h with exp_cpu.
+template <typename T>
+inline SplatSample<T> splat_sample_cpu(const Splat<T>& s, vec2<T> pixel, T alpha_max) {
+  SplatSample<T> r;
+  r.d = s.mean - pixel;
+  const T sigma = conic_sigma(s.conic, r.d);
+  r.vis = exp_cpu(-sigma);
+  r.alpha = clamp_max(s.opacity * r.vis, alpha_max);
+  r.valid = !(sigma < T(0)) && !(r.alpha < T(kAlphaThreshold));
+  return r;
+}
+
+// Box around the pixels where a splat can reach alpha >= 1/255:
+// o exp(-sigma) >= 1/255 needs sigma <= ln(255 o), an ellipse whose half-widths
+// are sqrt(2 ln(255 o) Sigma_xx) and sqrt(2 ln(255 o) Sigma_yy), Sigma the
+// inverse of the conic. Widened by 1% + 0.01 px so rounding never makes a pixel
+// outside the box valid; splats that can never be valid get an empty box, and
+// ones with a conic that is not positive definite an unbounded one.
+struct SplatBox {
+  float x_lo, x_hi, y_lo, y_hi;
+};
+
+template <typename T>
+inline SplatBox splat_box(const Splat<T>& s) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const double o = double(s.opacity), a = double(s.conic.x), b = double(s.conic.y),
+               c = double(s.conic.z);
+  if (!(o * 255.0 >= 1.0 * (1.0 - 1e-6))) return {1.0f, -1.0f, 1.0f, -1.0f};
+  const double det = a * c - b * b;
+  if (!(det > 0.0) || !(a > 0.0) || !std::isfinite(det)) {
+    return {-float(inf), float(inf), -float(inf), float(inf)};
+  }
+  const double level = 2.0 * std::max(std::log(255.0 * o), 0.0) + 1e-6;
+  const double rx = std::sqrt(level * c / det) * 1.01 + 0.01;
+  const double ry = std::sqrt(level * a / det) * 1.01 + 0.01;
+  const double mx = double(s.mean.x), my = double(s.mean.y);
+  return {float(mx - rx), float(mx + rx), float(my - ry), float(my + ry)};
+}
+
+// Runs body(t) for every t in [0, n) on torch's intra-op threads
+// (torch.get_num_threads()), handing out items one at a time from a shared
+// counter in the order given, so threads stay busy however uneven the items'
+// costs. Items write disjoint outputs, so the result does not depend on which
+// thread ran what.
+template <typename Body>
+inline void parallel_dynamic(const std::vector<int64_t>& order, const Body& body) {
+  const int64_t n = static_cast<int64_t>(order.size());
+  if (n == 0) return;
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), n);
+  at::parallel_for(0, workers, 1, [&](int64_t w_begin, int64_t w_end) {
+    for (int64_t w = w_begin; w < w_end; ++w) {
+      for (int64_t k = next.fetch_add(1); k < n; k = next.fetch_add(1)) body(order[k]);
+    }
+  });
+}
+
+// Tiles in decreasing order of run length (ties by index): the longest first,
+// so the last tiles handed out are short ones.
+inline std::vector<int64_t> tiles_by_cost(const int32_t* isect_offsets, int64_t num_tiles,
+                                          int64_t num_isects) {
+  std::vector<int64_t> order(num_tiles);
+  std::iota(order.begin(), order.end(), int64_t(0));
+  std::vector<int64_t> len(num_tiles);
+  for (int64_t t = 0; t < num_tiles; ++t) {
+    int64_t b, e;
+    tile_range(isect_offsets, num_tiles, num_isects, t, &b, &e);
+    len[t] = e - b;
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t x, int64_t y) { return len[x] > len[y]; });
+  return order;
+}
+
+}  // namespace moegs
