@@ -5,7 +5,7 @@
 //   skip if sigma < 0 or alpha < 1/255;  next = T (1 - alpha)
 //   rgb += c alpha T;  T = next            (no early termination: every pair runs)
 //
-// Built by benchmarks/run_issue4.py three ways (scalar, auto-vectorised for the
+// Built by benchmarks/simd_ceiling/run.sh three ways (scalar, auto-vectorised for the
 // host, AVX-512 intrinsics when the CPU has them); prints one line per variant:
 //   <variant> <threads> <pairs per second>
 // The exponential is the same range-reduced polynomial as the rasterizer's
