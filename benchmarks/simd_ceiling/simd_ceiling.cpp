@@ -8,8 +8,8 @@
 // Built by benchmarks/simd_ceiling/run.sh three ways (scalar, auto-vectorised for the
 // host, AVX-512 intrinsics when the CPU has them); prints one line per variant:
 //   <variant> <threads> <pairs per second>
-// The exponential is the same range-reduced polynomial as the rasterizer's
-// (csrc/cpu/composite_cpu.h) with FMA allowed, and arguments clamped so nothing
+// The exponential is the rasterizer's own (csrc/cpu/exp_cpu.h), here with FMA
+// allowed, and arguments clamped so nothing
 // underflows to a denormal.
 #include <chrono>
 #include <cmath>
@@ -18,6 +18,8 @@
 #include <cstring>
 #include <thread>
 #include <vector>
+
+#include "../../csrc/cpu/exp_cpu.h"
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -27,25 +29,7 @@ constexpr int kG = 512;    // Gaussians per tile run
 
 struct Gauss { float mx, my, a, b, c, o, r, g, bl; };
 
-static inline float expf_poly(float x) {
-  x = x < -86.0f ? -86.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  const float magic = 12582912.0f;
-  const float n = (x * 1.44269504088896341f + magic) - magic;
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float s;
-  std::memcpy(&s, &bits, 4);
-  return p * s;
-}
+using moegs::exp_cpu;
 
 #if defined(SCALAR)
 __attribute__((optimize("no-tree-vectorize")))
@@ -60,7 +44,7 @@ static void blend_tile_plain(const Gauss* gs, const float* px, const float* py, 
     for (int l = 0; l < kPix; ++l) {
       const float dx = g.mx - px[l], dy = g.my - py[l];
       const float sigma = 0.5f * (g.a * dx * dx + g.c * dy * dy) + g.b * dx * dy;
-      float alpha = g.o * expf_poly(-sigma);
+      float alpha = g.o * exp_cpu(-sigma);
       alpha = alpha < 0.999f ? alpha : 0.999f;
       const bool ok = !(sigma < 0.0f) && !(alpha < 1.0f / 255.0f);
       const float t = T[l];
