@@ -34,8 +34,7 @@ def _load_scene(path: str):
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"dataset not found: {path}")
-    load = getattr(moegs.data, "load_dataset", None) or moegs.data.load_dnerf  # format detection when available
-    return load(path)
+    return moegs.data.load_dataset(path)
 
 
 def _builtin_scene(out: str, size: int, seed: int, resume: bool, cameras=None, frames=None):
@@ -145,7 +144,7 @@ def _cmd_eval(args) -> int:
 def _common(p, iters_default=None, router_default=None):
     p.add_argument("--experts", type=_expert_list, default=None,
                    help="comma-separated mixture members from static, mlp, hexplane, embedding, polynomial, "
-                        "keyframe (default: keyframe,embedding,hexplane)")
+                        "keyframe (default: keyframe,embedding,polynomial)")
     p.add_argument("--temperature", type=float, default=0.1,
                    help="router softmax temperature, the same in training and rendering (default: 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and camera order (default: 0)")

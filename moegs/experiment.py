@@ -29,7 +29,10 @@ from moegs.router import PixelRouter
 from moegs.train import TrainConfig, Trainer, expert_checkpoint, load_checkpoint, load_expert_state, save_atomic
 
 ALL_EXPERTS = ("static", "mlp", "hexplane", "embedding", "polynomial", "keyframe")
-DEFAULT_MIXTURE = ("keyframe", "embedding", "hexplane")
+# the published Technicolor triple of MoE-GS: Ex4DGS + E-D3DGS + STG
+DEFAULT_MIXTURE = ("keyframe", "embedding", "polynomial")
+# experts initialised from a scene's time-tagged point cloud when it has one, with their build options
+TEMPORAL_INIT = {"polynomial": {"t_scale_init": -2.0}}
 # colours of the gate maps, one per expert slot (red, blue, green, yellow, purple, cyan, ...)
 GATE_COLORS = torch.tensor(
     [[0.90, 0.25, 0.20], [0.20, 0.50, 0.95], [0.25, 0.80, 0.30], [0.95, 0.80, 0.20],
@@ -83,8 +86,16 @@ def build_member(name: str, scene, cfg: ExperimentConfig) -> nn.Module:
 
     torch.manual_seed(cfg.seed)
     opts = dict(cfg.expert_options.get(name, {}))
-    return build_expert(name, scene.points, scene.point_colors, sh_degree=cfg.sh_degree,
-                        scene_radius=float(scene.radius), **opts)
+    points, colors = scene.points, scene.point_colors
+    temporal = getattr(scene, "temporal_points", None)
+    if name in TEMPORAL_INIT and temporal is not None and len(temporal) and "point_times" not in opts:
+        # Spacetime Gaussians start from the union of per-frame point clouds, each point centred in time at
+        # its frame, with the narrow temporal scale of the published Technicolor configuration
+        points, colors = temporal[:, :3], temporal[:, 3:6]
+        opts["point_times"] = temporal[:, 6]
+        for k, v in TEMPORAL_INIT[name].items():
+            opts.setdefault(k, v)
+    return build_expert(name, points, colors, sh_degree=cfg.sh_degree, scene_radius=float(scene.radius), **opts)
 
 
 # ----------------------------------------------------------------------------------------------------- evaluation

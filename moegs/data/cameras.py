@@ -70,6 +70,9 @@ class SceneData:
     radius: float
     label_names: Optional[List[str]] = None
     times: List[float] = field(default_factory=list)  # sorted distinct training times
+    # optional time-tagged cloud [Q, 7] (xyz, rgb in [0, 1], time in [0, 1]): per-frame sparse points, the
+    # initialisation of experts that place Gaussians in time (polynomial / Spacetime Gaussians)
+    temporal_points: Optional[Tensor] = None
 
 
 def _as_matrix(m, shape, what: str) -> np.ndarray:

@@ -3,7 +3,8 @@
 Frame entries may carry optional extras written by moegs' procedural scene:
 ``depth_file_path`` (.npy, [H, W] float32 camera-z depth), ``labels_file_path`` (.npy, [H, W]
 integer motion class) and ``camera_id``. A ``points.npy`` ([P, 6] xyz + rgb) next to the JSON
-files is used as the initial point cloud; otherwise 2000 random points fill [-1.3, 1.3]^3.
+files is used as the initial point cloud; otherwise 2000 random points fill [-1.3, 1.3]^3. A
+``points_time.npy`` ([Q, 7] xyz + rgb + time in [0, 1]) becomes ``SceneData.temporal_points``.
 """
 
 import json
@@ -164,6 +165,7 @@ def load_dnerf(path: str, *, downscale: int = 1, white_background: bool = True, 
         colors = torch.from_numpy(np.clip(arr[:, 3:], 0, 1).astype(np.float32))
     else:
         points, colors = random_points(torch.zeros(3), 1.3, 2000)
+    temporal = _read_temporal_points(os.path.join(path, "points_time.npy"))
     label_names = None
     info_path = os.path.join(path, "scene_info.json")
     if os.path.isfile(info_path):
@@ -180,4 +182,22 @@ def load_dnerf(path: str, *, downscale: int = 1, white_background: bool = True, 
         radius=radius,
         label_names=label_names,
         times=times,
+        temporal_points=temporal,
     )
+
+
+def _read_temporal_points(path: str) -> Optional[torch.Tensor]:
+    """``[Q, 7]`` float32 (xyz, rgb clamped to [0, 1], time) from ``path``, or None if the file is absent."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        arr = np.load(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable .npy array ({err})") from err
+    if arr.ndim != 2 or arr.shape[1] != 7 or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{path}: expected finite [Q, 7] xyz+rgb+time, got shape {arr.shape}")
+    if arr.shape[0] and (arr[:, 6].min() < 0 or arr[:, 6].max() > 1):
+        raise ValueError(f"{path}: times must lie in [0, 1]")
+    out = torch.from_numpy(arr.astype(np.float32))
+    out[:, 3:6] = out[:, 3:6].clamp(0, 1)
+    return out

@@ -25,12 +25,17 @@ Output (D-NeRF layout, read back with :func:`moegs.data.load_dnerf`)::
     train/cXX_fYYY.png, test/...                  8-bit RGB
     depth/{train,test}/cXX_fYYY.npy               [H, W] float32 camera-z depth
     labels/{train,test}/cXX_fYYY.npy              [H, W] uint8 motion class (table above)
-    points.npy                                    [P, 6] initial point cloud xyz + rgb
+    points.npy                                    [P, 6] initial point cloud xyz + rgb (frame 0)
+    points_time.npy                               [Q, 7] xyz + rgb + time: points.npy (time 0) plus
+                                                  samples of every later frame, each tagged with its time
     scene_info.json                               label names and the config
 
 The initial point cloud imitates a noisy sparse reconstruction of the first frame: random
 pixels of the t = 0 training views are back-projected with their ground-truth depth, coloured
 with the observed pixel colour, and jittered with Gaussian noise of ``point_noise`` world units.
+``points_time.npy`` imitates per-frame sparse reconstructions (what Spacetime Gaussians initialise
+from): the same lifting repeated at every later frame, ``n_temporal_points`` points per frame, each
+point tagged with the time of the frame it came from.
 """
 
 import json
@@ -68,7 +73,8 @@ class ProceduralSceneConfig:
     n_frames: time steps (t = frame / (n_frames - 1)). supersample: colour samples per pixel side
     (depth and labels always come from the pixel centre). osc_cycles: periods of the fast
     oscillation over the sequence. n_points: size of the initial point cloud; point_noise: its
-    jitter in world units. seed: camera jitter, texture phases and point sampling.
+    jitter in world units. n_temporal_points: points per later frame in ``points_time.npy``.
+    seed: camera jitter, texture phases and point sampling.
     """
 
     width: int = 96
@@ -84,12 +90,16 @@ class ProceduralSceneConfig:
     osc_cycles: float = 3.0
     n_points: int = 3000
     point_noise: float = 0.02
+    n_temporal_points: int = 1200
 
     def validate(self) -> None:
         for name in ("width", "height", "n_train_cameras", "n_frames", "supersample", "n_points"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"ProceduralSceneConfig.{name} must be a positive integer, got {v!r}")
+        if isinstance(self.n_temporal_points, bool) or not isinstance(self.n_temporal_points, int) \
+                or self.n_temporal_points < 0:
+            raise ValueError(f"ProceduralSceneConfig.n_temporal_points must be >= 0, got {self.n_temporal_points!r}")
         if isinstance(self.n_test_cameras, bool) or not isinstance(self.n_test_cameras, int) or self.n_test_cameras < 0:
             raise ValueError(f"ProceduralSceneConfig.n_test_cameras must be >= 0, got {self.n_test_cameras!r}")
         if self.n_frames < 2:
@@ -478,7 +488,9 @@ def _write_scene(out_dir: str, cfg: ProceduralSceneConfig, progress: bool) -> st
         bar = None
     frames = {"train": [], "test": []}
     pts, cols = [], []
+    t_pts, t_cols, t_times = [], [], []
     per_cam = max(1, cfg.n_points // len(train_c2w))
+    per_cam_frame = cfg.n_temporal_points // len(train_c2w)
     for split, ci, c2w in jobs:
         for sub in ("", "depth/", "labels/"):
             os.makedirs(os.path.join(out_dir, sub + split), exist_ok=True)
@@ -503,13 +515,26 @@ def _write_scene(out_dir: str, cfg: ProceduralSceneConfig, progress: bool) -> st
                 p, c = _backproject_samples(rgb, depth, c2w, K, per_cam, rng)
                 pts.append(p)
                 cols.append(c)
+            elif split == "train" and per_cam_frame > 0:
+                p, c = _backproject_samples(rgb, depth, c2w, K, per_cam_frame, rng)
+                t_pts.append(p)
+                t_cols.append(c)
+                t_times.append(np.full((len(p), 1), t))
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
     pts = np.concatenate(pts)
     pts = pts + rng.normal(0.0, cfg.point_noise, pts.shape)
-    np.save(os.path.join(out_dir, "points.npy"), np.concatenate([pts, np.concatenate(cols)], 1).astype(np.float32))
+    cloud = np.concatenate([pts, np.concatenate(cols)], 1)
+    np.save(os.path.join(out_dir, "points.npy"), cloud.astype(np.float32))
+    later = [np.zeros((0, 7))]
+    if t_pts:
+        tp = np.concatenate(t_pts)
+        later.append(np.concatenate([tp + rng.normal(0.0, cfg.point_noise, tp.shape), np.concatenate(t_cols),
+                                     np.concatenate(t_times)], 1))
+    temporal = np.concatenate([np.concatenate([cloud, np.zeros((len(cloud), 1))], 1), *later])
+    np.save(os.path.join(out_dir, "points_time.npy"), temporal.astype(np.float32))
     fov = math.radians(cfg.fov_x_deg)
     for split in ("train", "test"):
         with open(os.path.join(out_dir, f"transforms_{split}.json"), "w") as fh:

@@ -128,9 +128,12 @@ class Trainer:
                 g["initial_lr"] = g["lr"]
             self.net_opts.append(torch.optim.Adam(groups, eps=1e-15) if groups else None)
             if train_experts and cfg.densify:
+                # on the blend, an expert's screen-space gradients carry its gate (1/K on average), so its
+                # growth threshold is scaled by 1/K to densify like an expert trained alone
+                grow = cfg.grow_grad2d / (len(self.experts) if self.mode == "joint" else 1)
                 s = DefaultStrategy(
                     refine_start_iter=cfg.refine_start, refine_every=cfg.refine_every,
-                    refine_stop_iter=int(cfg.refine_stop_frac * cfg.iters), grow_grad2d=cfg.grow_grad2d,
+                    refine_stop_iter=int(cfg.refine_stop_frac * cfg.iters), grow_grad2d=grow,
                     reset_every=10**9, verbose=False,
                 )
                 s.check_sanity(e.splats, opts)

@@ -123,3 +123,41 @@ def test_procedural_scene_cache(scene_dir, tmp_path):
     assert len(s2.train) == 8
     s3 = procedural_scene(d, cfg, progress=False)  # config changed: re-rendered
     assert len(s3.train) == 12
+
+
+def test_temporal_points_lie_on_the_surfaces_of_their_frame(tmp_path):
+    """Without jitter, every time-tagged point must sit on a visible surface of its own frame: projected into
+    some training camera at that time it lands on a pixel whose depth equals its camera-z."""
+    d = str(tmp_path / "tp")
+    write_procedural_scene(d, ProceduralSceneConfig(**{**SMALL, "point_noise": 0.0, "n_temporal_points": 40}),
+                           progress=False)
+    s = load_dnerf(d)
+    tp = s.temporal_points
+    assert tp.shape == (200 + 2 * 40, 7)  # frame 0 = points.npy, then 40 per later frame
+    assert torch.equal(tp[:200, :6], torch.cat([s.points, s.point_colors], 1))
+    assert sorted(set(tp[:, 6].tolist())) == pytest.approx([0, 0.5, 1])
+    assert int((tp[:, 6] == 0.5).sum()) == 40 and int((tp[:, 6] == 1.0).sum()) == 40
+    for p in tp[200:].double():
+        best = float("inf")
+        for cam in (c for c in s.train if abs(c.time - float(p[6])) < 1e-6):
+            xc = cam.viewmat.double()[:3, :3] @ p[:3] + cam.viewmat.double()[:3, 3]
+            u = float(cam.K[0, 0] * xc[0] / xc[2] + cam.K[0, 2])
+            v = float(cam.K[1, 1] * xc[1] / xc[2] + cam.K[1, 2])
+            if 0 <= u < cam.width and 0 <= v < cam.height:
+                best = min(best, abs(float(cam.depth[int(v), int(u)]) - float(xc[2])))
+        assert best < 1e-3, f"point {p.tolist()} is on no surface of its frame (depth gap {best})"
+
+
+@pytest.mark.parametrize("bad", [np.zeros((5, 6)), np.full((3, 7), np.nan), np.concatenate([np.zeros((2, 6)), [[0.5], [1.5]]], 1)])
+def test_corrupt_temporal_points_raise(scene_dir, tmp_path, bad):
+    import shutil
+
+    d = str(tmp_path / "copy")
+    shutil.copytree(scene_dir, d)
+    np.save(os.path.join(d, "points_time.npy"), bad)
+    with pytest.raises(ValueError, match="points_time"):
+        load_dnerf(d)
+    with open(os.path.join(d, "points_time.npy"), "wb") as f:
+        f.write(b"not an npy file")
+    with pytest.raises(ValueError, match="points_time"):
+        load_dnerf(d)

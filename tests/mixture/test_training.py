@@ -125,3 +125,29 @@ def test_atomic_checkpoint(tmp_path, monkeypatch):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(os.path.join(tmp_path, "missing.pt"))
+
+
+def test_members_take_the_time_tagged_cloud_only_where_their_recipe_does():
+    """The polynomial expert starts from the scene's per-frame cloud, centred in time at each point's frame;
+    the other experts start from the frame-0 cloud; an explicit option wins."""
+    import types
+
+    from moegs.experiment import ExperimentConfig, build_member
+
+    g = torch.Generator().manual_seed(0)
+    pts, cols = torch.randn(30, 3, generator=g), torch.rand(30, 3, generator=g)
+    tp = torch.cat([torch.randn(50, 3, generator=g), torch.rand(50, 3, generator=g),
+                    torch.linspace(0, 1, 50)[:, None]], 1)
+    scene = types.SimpleNamespace(points=pts, point_colors=cols, radius=2.0, temporal_points=tp)
+    cfg = ExperimentConfig(sh_degree=0)
+    poly = build_member("polynomial", scene, cfg)
+    assert poly.num_gaussians == 50
+    assert torch.equal(poly.splats["means"].detach(), tp[:, :3])
+    assert torch.allclose(poly.splats["t_center"].detach(), tp[:, 6])
+    assert torch.allclose(poly.splats["t_scale"].detach(), torch.full((50,), -2.0))
+    assert build_member("hexplane", scene, cfg).num_gaussians == 30
+    scene.temporal_points = None
+    assert build_member("polynomial", scene, cfg).num_gaussians == 30
+    scene.temporal_points = tp
+    own = ExperimentConfig(sh_degree=0, expert_options={"polynomial": {"point_times": torch.zeros(30)}})
+    assert build_member("polynomial", scene, own).num_gaussians == 30
