@@ -22,6 +22,13 @@ def _expert_list(text: str):
     return names
 
 
+def _non_negative(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
 def _positive(text: str) -> int:
     v = int(text)
     if v < 1:
@@ -72,6 +79,7 @@ def _cmd_demo(args) -> int:
         experts=experts, singles=ALL_EXPERTS if budget["singles"] == "all" else experts, iters=iters,
         router_iters=args.router_iters or budget["router_iters"], equal_compute=budget["equal_compute"],
         staged=True, joint=True, primary=args.primary, temperature=args.temperature, seed=args.seed,
+        joint_warmup=args.joint_warmup,
     )
     scene = _builtin_scene(args.out, args.size, args.seed, args.resume, args.cameras, args.frames)
     print(f"built-in scene: {len(scene.train)} training and {len(scene.test)} held-out views, "
@@ -89,7 +97,7 @@ def _cmd_train(args) -> int:
     cfg = ExperimentConfig(
         experts=args.experts, singles=args.experts if args.staged else (), iters=args.iters,
         router_iters=args.router_iters, staged=mode == "staged", joint=mode == "joint", primary=mode,
-        temperature=args.temperature, seed=args.seed,
+        temperature=args.temperature, seed=args.seed, joint_warmup=args.joint_warmup,
     )
     res = run_experiment(scene, cfg, args.out, resume=args.resume, media=not args.no_media)
     print(f"model: {os.path.join(args.out, f'model_{mode}.pt')}")
@@ -148,6 +156,9 @@ def _common(p, iters_default=None, router_default=None):
     p.add_argument("--temperature", type=float, default=0.1,
                    help="router softmax temperature, the same in training and rendering (default: 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and camera order (default: 0)")
+    p.add_argument("--joint-warmup", type=_non_negative, default=0, metavar="N",
+                   help="joint training: the first N iterations train each expert alone on the image before the "
+                        "router joins (default: 0, end to end from the start)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its checkpoints in OUT/checkpoints")
 

@@ -239,6 +239,8 @@ def run_experiment(scene, cfg: ExperimentConfig, out: str, resume: bool = False,
     unknown = [n for n in (*cfg.experts, *cfg.singles) if n not in ALL_EXPERTS]
     if unknown:
         raise ValueError(f"unknown expert(s) {unknown}; choose from {', '.join(ALL_EXPERTS)}")
+    if cfg.joint and not 0 <= cfg.joint_warmup < cfg.iters:
+        raise ValueError(f"joint_warmup must be in [0, iters) = [0, {cfg.iters}), got {cfg.joint_warmup}")
     if len(cfg.experts) < 2 or len(set(cfg.experts)) != len(cfg.experts):
         raise ValueError(f"a mixture needs at least two different experts, got {cfg.experts}")
     os.makedirs(out, exist_ok=True)

@@ -68,6 +68,14 @@ def test_train_joint_and_resume(tiny_scene, tmp_path, capsys):
     assert main(argv + ["--resume"]) == 0  # finished checkpoints are loaded, nothing retrained
     with open(os.path.join(out, "results.json")) as f:
         assert json.load(f)["moe"]["psnr"] == res["moe"]["psnr"]
+    warm = str(tmp_path / "w")
+    assert main(argv[:-3] + ["--out", warm, "--no-media", "--joint-warmup", "2"]) == 0
+    with open(os.path.join(warm, "results.json")) as f:
+        assert json.load(f)["config"]["joint_warmup"] == 2
+    assert main(argv[:-3] + ["--out", str(tmp_path / "bad"), "--no-media", "--joint-warmup", "3"]) == 2
+    assert "joint_warmup" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(argv + ["--joint-warmup", "-1"])
 
 
 def test_demo_smoke(tmp_path, capsys):
