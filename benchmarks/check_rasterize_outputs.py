@@ -5,8 +5,12 @@ gradient of a few float32 scenes (K = 1, 3, 8 experts, router features, image si
 not multiples of the tile size) as computed by the current build. ``--compare DIR`` recomputes them
 with the build on ``PYTHONPATH`` at 1 and at 2 threads and checks
 
-* every tensor is within ``--atol`` (default 1e-6) of the saved one (absolute, and also relative to
-  the tensor's largest magnitude for gradients, which are not bounded by 1), and
+* every forward output is within ``--atol`` (default 1e-6) of the saved one;
+* every gradient is within ``--atol`` of the saved one relative to the tensor's largest magnitude
+  (gradients are not bounded by 1), or, where a changed float32 summation order moves it further, at
+  least as close to the float64 result (the same scene rendered in float64) as the saved one was:
+  reordering a float32 sum of thousands of terms moves it by about its rounding error, so the test is
+  that the new order is no less accurate; and
 * the 1-thread and 2-thread results are bitwise identical (determinism).
 
 The saved tensors are not committed: make them from a pinned commit's build, e.g.::
@@ -39,26 +43,27 @@ CASES = [
 ]
 
 
-def run_case(n: int, size: int, experts: int, router: int, seed: int) -> Dict[str, torch.Tensor]:
-    """Forward outputs and input gradients of one scene, float32, as a dict of tensors."""
+def run_case(n: int, size: int, experts: int, router: int, seed: int,
+             dtype: torch.dtype = torch.float32) -> Dict[str, torch.Tensor]:
+    """Forward outputs and input gradients of one scene (float32 unless ``dtype``), as a dict of tensors."""
     import moegs
 
-    scene = make_scene(n, size, size, num_experts=experts, seed=seed)
+    scene = make_scene(n, size, size, num_experts=experts, seed=seed, dtype=dtype)
     leaves = scene.fresh_leaves()
     g = torch.Generator().manual_seed(seed + 100)
     router_features = None
     if router:
-        router_features = torch.rand(n, router, generator=g).requires_grad_(True)
+        router_features = torch.rand(n, router, generator=g).to(dtype).requires_grad_(True)
     means, quats, scales, opacities, colors = leaves
     out = moegs.rasterize_experts(
         means, quats, scales, opacities, colors, scene.viewmats, scene.Ks, size, size,
         scene.expert_ids, experts, router_features=router_features,
     )
     loss = (out.colors * scene.grad_experts).sum()
-    loss = loss + (out.alphas * torch.rand(out.alphas.shape, generator=g)).sum()
-    loss = loss + (out.depths * torch.rand(out.depths.shape, generator=g)).sum()
+    loss = loss + (out.alphas * torch.rand(out.alphas.shape, generator=g).to(dtype)).sum()
+    loss = loss + (out.depths * torch.rand(out.depths.shape, generator=g).to(dtype)).sum()
     if router:
-        loss = loss + (out.router * torch.rand(out.router.shape, generator=g)).sum()
+        loss = loss + (out.router * torch.rand(out.router.shape, generator=g).to(dtype)).sum()
     loss.backward()
     result = {"colors": out.colors, "alphas": out.alphas, "depths": out.depths}
     if router:
@@ -96,18 +101,25 @@ def main(argv=None) -> int:
     ok = True
     one = run_all(threads=1)
     two = run_all(threads=2)
-    print(f"{'scene':<20} {'tensor':<22} {'max |new-ref|':>14} {'rel':>10} {'1 vs 2 threads':>15}")
+    exact = {name: run_case(*args, dtype=torch.float64) for name, *args in CASES}
+    print(f"{'scene':<20} {'tensor':<22} {'max |new-ref|':>14} {'rel':>10} {'new-f64':>10} {'ref-f64':>10} "
+          f"{'1 vs 2 threads':>15}")
     for case, tensors in ref.items():
         for name, r in tensors.items():
             a, b = one[case][name], two[case][name]
             diff = (a.double() - r.double()).abs().max().item() if r.numel() else 0.0
             scale = max(r.abs().max().item(), 1.0) if r.numel() else 1.0
             rel = diff / scale
+            x = exact[case][name]
+            err_new = (a.double() - x).abs().max().item() / scale if r.numel() else 0.0
+            err_ref = (r.double() - x).abs().max().item() / scale if r.numel() else 0.0
             same = torch.equal(a, b)
-            good = same and (diff <= args.atol or (name.startswith("grad_") and rel <= args.atol))
+            is_grad = name.startswith("grad_")
+            close = diff <= args.atol or (is_grad and (rel <= args.atol or err_new <= 1.1 * err_ref))
+            good = same and close
             ok &= good
             flag = "" if good else "  <-- FAIL"
-            print(f"{case:<20} {name:<22} {diff:14.3e} {rel:10.3e} "
+            print(f"{case:<20} {name:<22} {diff:14.3e} {rel:10.3e} {err_new:10.3e} {err_ref:10.3e} "
                   f"{'bitwise equal' if same else 'DIFFERENT':>15}{flag}")
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1

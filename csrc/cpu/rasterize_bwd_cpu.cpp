@@ -2,11 +2,13 @@
 // moegs/composite.h.
 //
 // Deterministic by construction, whatever the thread count:
-//  1. one task per tile; each pixel replays its walk front to back (recording
-//     the exact forward transmittances, so nothing is recovered by division),
-//     then walks back from its experts' last contributors, adding its
-//     gradients to per-intersection rows (intersection j belongs to exactly
-//     one tile) in a fixed pixel order;
+//  1. one task per tile, processed as the forward is, in chunks of kLanes
+//     pixels of one row (the SIMD lanes) with the tile's Gaussian run as the
+//     outer loop. A chunk replays its walk front to back (recording the exact
+//     forward transmittances per lane, so nothing is recovered by division),
+//     then walks back over the recorded Gaussians, summing each Gaussian's
+//     lane gradients in lane order into its intersection row (intersection j
+//     belongs to exactly one tile), chunks in a fixed order;
 //  2. one task per Gaussian entry sums its intersection rows in increasing j;
 //  3. v_backgrounds sums per-tile partials in tile order.
 #include <ATen/ATen.h>
@@ -25,98 +27,226 @@
 namespace moegs {
 namespace {
 
-// Per-task scratch, sized by the longest tile run the task meets.
+constexpr int kLanes = 16;  // pixels per chunk, as in the forward
+
+// A tile's run, structure of arrays, as the chunk loops read it.
 template <typename T>
-struct Scratch {
-  std::vector<Splat<T>> splats;
-  std::vector<SplatBox> boxes;          // alpha >= 1/255 boxes (splat_box)
-  std::vector<SplatSample<T>> samples;  // per run position, valid = contributed
-  std::vector<T> trans_in;              // T in front of each contributor
-  std::vector<T> behind;                // [K, F]
+struct BwdRun {
+  std::vector<T> mx, my, ca, cb, cc, op;
+  std::vector<float> x_lo, x_hi, y_lo, y_hi;
+  std::vector<int32_t> expert;
+  std::vector<const T*> feature;
+  int64_t n = 0;
+
+  void load(const RasterizeBwdArgs<T>& a, int64_t F, int64_t begin, int64_t end) {
+    n = end - begin;
+    for (auto* v : {&mx, &my, &ca, &cb, &cc, &op}) v->resize(n);
+    for (auto* v : {&x_lo, &x_hi, &y_lo, &y_hi}) v->resize(n);
+    expert.resize(n);
+    feature.resize(n);
+    for (int64_t q = 0; q < n; ++q) {
+      const int64_t g = a.flatten_ids[begin + q];
+      const Splat<T> s = load_splat(a.means2d, a.conics, a.opacities, a.expert_ids, g);
+      mx[q] = s.mean.x; my[q] = s.mean.y;
+      ca[q] = s.conic.x; cb[q] = s.conic.y; cc[q] = s.conic.z;
+      op[q] = s.opacity;
+      const SplatBox box = splat_box(s);
+      x_lo[q] = box.x_lo; x_hi[q] = box.x_hi; y_lo[q] = box.y_lo; y_hi[q] = box.y_hi;
+      expert[q] = s.expert;
+      feature[q] = a.features + g * F;
+    }
+  }
 };
 
+// Per-worker chunk state. The replay records, for every run position that
+// contributed in at least one lane, [kLanes] alpha, exp(-sigma), the T in front
+// and a 0/1 contribution mask; the per-expert arrays are [K][kLanes] and the
+// per-feature ones [K][F][kLanes].
 template <typename T>
-void backprop_pixel(const RasterizeBwdArgs<T>& a, const RasterizeDims& d, const CompositeParams& p,
-                    Scratch<T>& s, int64_t begin, int64_t tile, int64_t i, int32_t x, int32_t y) {
-  const int32_t K = d.num_experts;
-  const int64_t F = d.num_features;
-  const int64_t plane = int64_t(d.height) * d.width;
-  const int64_t pix = int64_t(y) * d.width + x;
-  const T alpha_max = T(p.alpha_max);
-  const vec2<T> pixel = {T(x) + T(p.pixel_offset), T(y) + T(p.pixel_offset)};
+struct BwdChunk {
+  std::vector<int64_t> rec_q;
+  std::vector<T> alpha, vis, trans_in, mask;
+  std::vector<T> trans, v_alphas, v_bg_dot, v_render, behind;
+  std::vector<int32_t> last;
+  std::vector<T> lane_feature;  // [F][kLanes] per-lane dL/dfeature of one Gaussian
 
-  int64_t last[kMaxExperts];
-  int64_t q_end = 0;  // one past the last run position any expert used
-  for (int32_t k = 0; k < K; ++k) {
-    last[k] = a.last_ids[(i * K + k) * plane + pix];
-    if (last[k] != kNoContributor) q_end = std::max(q_end, last[k] - begin + 1);
+  void resize(int64_t n, int64_t K, int64_t F) {
+    rec_q.resize(n);
+    for (auto* v : {&alpha, &vis, &trans_in, &mask}) v->resize(n * kLanes);
+    for (auto* v : {&trans, &v_alphas, &v_bg_dot}) v->resize(K * kLanes);
+    last.resize(K * kLanes);
+    v_render.resize(K * F * kLanes);
+    behind.resize(K * F * kLanes);
+    lane_feature.resize(F * kLanes);
   }
+};
 
-  // Replay front to back: which Gaussians contributed, and the exact T in
-  // front of each. All of an expert's contributors precede its last id.
-  T trans[kMaxExperts];
-  for (int32_t k = 0; k < K; ++k) trans[k] = T(1);
+// Sum of a [kLanes] array in lane order (fixed, so results do not depend on
+// the thread count).
+template <typename T>
+inline T lane_sum(const T* v) {
+  T s = T(0);
+  for (int l = 0; l < kLanes; ++l) s += v[l];
+  return s;
+}
+
+// Front-to-back replay of one chunk: the exact forward transmittances in front
+// of every contributor, recorded per lane (no division is used to recover
+// them). Returns the number of recorded run positions.
+template <typename T>
+inline __attribute__((always_inline)) int64_t replay_chunk_impl(
+    const BwdRun<T>& run, int64_t begin, int32_t K, T alpha_max, const T* px, T py,
+    int32_t n_lanes, BwdChunk<T>& st) {
+  int64_t q_end = 0;
+  for (int32_t k = 0; k < K; ++k)
+    for (int l = 0; l < n_lanes; ++l) {
+      const int32_t last = st.last[k * kLanes + l];
+      if (last != kNoContributor) q_end = std::max<int64_t>(q_end, last - begin + 1);
+    }
+  for (int64_t c = 0; c < int64_t(K) * kLanes; ++c) st.trans[c] = T(1);
+  const float fy = float(py);
+  const float fx_first = float(px[0]);
+  const float fx_last = float(px[std::max(n_lanes, 1) - 1]);
+  const T thr = T(kAlphaThreshold);
+  int64_t n_rec = 0;
   for (int64_t q = 0; q < q_end; ++q) {
-    const Splat<T>& g = s.splats[q];
-    SplatSample<T>& smp = s.samples[q];
-    if (begin + q > last[g.expert]) {
-      smp.valid = false;
+    if (fy < run.y_lo[q] || fy > run.y_hi[q] || fx_last < run.x_lo[q] || fx_first > run.x_hi[q])
       continue;
+    const int32_t e = run.expert[q];
+    const int32_t j = static_cast<int32_t>(begin + q);
+    const T mx = run.mx[q], a = run.ca[q], b = run.cb[q], c = run.cc[q], o = run.op[q];
+    const T dy = run.my[q] - py;
+    const int32_t* __restrict last = st.last.data() + e * kLanes;
+    T* __restrict tr = st.trans.data() + e * kLanes;
+    T* __restrict r_alpha = st.alpha.data() + n_rec * kLanes;
+    T* __restrict r_vis = st.vis.data() + n_rec * kLanes;
+    T* __restrict r_tin = st.trans_in.data() + n_rec * kLanes;
+    T* __restrict r_mask = st.mask.data() + n_rec * kLanes;
+    int32_t n_valid = 0;
+#pragma omp simd reduction(+ : n_valid)
+    for (int l = 0; l < kLanes; ++l) {
+      // The steps of splat_sample (moegs/composite.h), per lane; lanes past
+      // their expert's last contributor (or padding, last = -1) take no part.
+      const T dx = mx - px[l];
+      const T sigma = T(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
+      const T vis = exp_cpu(-sigma);
+      const T alpha = clamp_max(o * vis, alpha_max);
+      const bool valid = j <= last[l] && !(sigma < T(0)) && !(alpha < thr);
+      const T t = tr[l];
+      r_alpha[l] = valid ? alpha : T(0);
+      r_vis[l] = valid ? vis : T(0);
+      r_tin[l] = valid ? t : T(0);
+      r_mask[l] = valid ? T(1) : T(0);
+      tr[l] = valid ? transmittance_behind(t, alpha) : t;
+      n_valid += valid ? 1 : 0;
     }
-    const SplatBox& box = s.boxes[q];
-    if (float(pixel.x) < box.x_lo || float(pixel.x) > box.x_hi || float(pixel.y) < box.y_lo ||
-        float(pixel.y) > box.y_hi) {
-      smp.valid = false;  // alpha < 1/255 everywhere in the box's complement
-      continue;
+    if (n_valid > 0) st.rec_q[n_rec++] = q;
+  }
+  return n_rec;
+}
+
+// Back-to-front pass of one chunk over its recorded positions: the steps of
+// composite_step_vjp, splat_alpha_vjp and conic_sigma_vjp (moegs/composite.h)
+// per lane, summed over the lanes into the position's intersection row.
+template <typename T>
+inline __attribute__((always_inline)) void backprop_chunk_impl(
+    const BwdRun<T>& run, const RasterizeBwdArgs<T>& a, int64_t begin, int64_t F, T alpha_max,
+    const T* px, T py, int64_t n_rec, BwdChunk<T>& st) {
+  for (int64_t r = n_rec - 1; r >= 0; --r) {
+    const int64_t q = st.rec_q[r];
+    const int32_t e = run.expert[q];
+    const T* feat = run.feature[q];
+    const T mx = run.mx[q], a_ = run.ca[q], b = run.cb[q], c = run.cc[q], o = run.op[q];
+    const T dy = run.my[q] - py;
+    const T* __restrict r_alpha = st.alpha.data() + r * kLanes;
+    const T* __restrict r_vis = st.vis.data() + r * kLanes;
+    const T* __restrict r_tin = st.trans_in.data() + r * kLanes;
+    const T* __restrict r_mask = st.mask.data() + r * kLanes;
+    const T* __restrict t_fin = st.trans.data() + e * kLanes;
+    const T* __restrict v_al = st.v_alphas.data() + e * kLanes;
+    const T* __restrict v_bd = st.v_bg_dot.data() + e * kLanes;
+    T v_alpha[kLanes], ra[kLanes], w[kLanes];
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) {
+      ra[l] = T(1) / (T(1) - r_alpha[l]);
+      w[l] = r_alpha[l] * r_tin[l];
+      v_alpha[l] = t_fin[l] * ra[l] * (v_al[l] - v_bd[l]);
     }
-    smp = splat_sample_cpu(g, pixel, alpha_max);
-    if (!smp.valid) continue;
-    s.trans_in[q] = trans[g.expert];
-    trans[g.expert] = transmittance_behind(trans[g.expert], smp.alpha);
-  }
-
-  // Per expert: background gradient, and the cotangent terms of its pixel.
-  const T* v_render[kMaxExperts];
-  T v_alphas[kMaxExperts];
-  T v_bg_dot[kMaxExperts];
-  for (int32_t k = 0; k < K; ++k) {
-    const int64_t o = (i * K + k) * plane + pix;
-    v_render[k] = a.v_render + o * F;
-    v_alphas[k] = a.v_alphas[o];
-    const T* bg = a.backgrounds + (i * K + k) * F;
-    T* v_bg = a.tile_v_backgrounds + (tile * K + k) * F;
-    v_bg_dot[k] = composite_finish_vjp(bg, F, trans[k], v_render[k], v_bg);
-  }
-  std::fill(s.behind.begin(), s.behind.end(), T(0));
-
-  // Back to front over the contributors.
-  for (int64_t q = q_end - 1; q >= 0; --q) {
-    const SplatSample<T>& smp = s.samples[q];
-    if (!smp.valid) continue;
-    const Splat<T>& g = s.splats[q];
-    const int32_t e = g.expert;
-    const int64_t j = begin + q;
-    T* row = a.isect_grads + j * a.row;
-    const T* feature = a.features + int64_t(a.flatten_ids[j]) * F;
-    const T v_alpha = composite_step_vjp(feature, F, smp.alpha, s.trans_in[q], trans[e],
-                                         v_render[e], v_alphas[e], v_bg_dot[e],
-                                         s.behind.data() + e * F, row + kRowFeature);
-    T v_sigma, v_opacity;
-    splat_alpha_vjp(g.opacity, smp.vis, alpha_max, v_alpha, &v_sigma, &v_opacity);
-    vec3<T> v_conic = {T(0), T(0), T(0)};
-    vec2<T> v_mean = {T(0), T(0)};
-    conic_sigma_vjp(g.conic, smp.d, v_sigma, &v_conic, &v_mean);
-    row[kRowMean] += v_mean.x;
-    row[kRowMean + 1] += v_mean.y;
-    row[kRowConic] += v_conic.x;
-    row[kRowConic + 1] += v_conic.y;
-    row[kRowConic + 2] += v_conic.z;
-    row[kRowOpacity] += v_opacity;
+    for (int64_t f = 0; f < F; ++f) {
+      const T fv = feat[f];
+      const T* __restrict vr = st.v_render.data() + (int64_t(e) * F + f) * kLanes;
+      T* __restrict bh = st.behind.data() + (int64_t(e) * F + f) * kLanes;
+      T* __restrict vf = st.lane_feature.data() + f * kLanes;
+#pragma omp simd
+      for (int l = 0; l < kLanes; ++l) {
+        const bool m = r_mask[l] != T(0);
+        vf[l] = m ? w[l] * vr[l] : T(0);
+        v_alpha[l] = m ? v_alpha[l] + (fv * r_tin[l] - bh[l] * ra[l]) * vr[l] : v_alpha[l];
+        bh[l] = m ? bh[l] + fv * w[l] : bh[l];
+      }
+    }
+    T g_mx[kLanes], g_my[kLanes], g_ca[kLanes], g_cb[kLanes], g_cc[kLanes], g_op[kLanes];
+    T g_ax[kLanes], g_ay[kLanes];
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) {
+      const bool m = r_mask[l] != T(0) && o * r_vis[l] <= alpha_max;
+      const T va = m ? v_alpha[l] : T(0);
+      const T v_sigma = -o * r_vis[l] * va;
+      const T dx = mx - px[l];
+      g_op[l] = r_vis[l] * va;
+      g_ca[l] = T(0.5) * v_sigma * dx * dx;
+      g_cb[l] = v_sigma * dx * dy;
+      g_cc[l] = T(0.5) * v_sigma * dy * dy;
+      g_mx[l] = v_sigma * (a_ * dx + b * dy);
+      g_my[l] = v_sigma * (b * dx + c * dy);
+      g_ax[l] = std::abs(g_mx[l]);
+      g_ay[l] = std::abs(g_my[l]);
+    }
+    T* row = a.isect_grads + (begin + q) * a.row;
+    row[kRowMean] += lane_sum(g_mx);
+    row[kRowMean + 1] += lane_sum(g_my);
+    row[kRowConic] += lane_sum(g_ca);
+    row[kRowConic + 1] += lane_sum(g_cb);
+    row[kRowConic + 2] += lane_sum(g_cc);
+    row[kRowOpacity] += lane_sum(g_op);
+    for (int64_t f = 0; f < F; ++f) row[kRowFeature + f] += lane_sum(st.lane_feature.data() + f * kLanes);
     if (a.absgrad) {
-      row[kRowFeature + F] += std::abs(v_mean.x);
-      row[kRowFeature + F + 1] += std::abs(v_mean.y);
+      row[kRowFeature + F] += lane_sum(g_ax);
+      row[kRowFeature + F + 1] += lane_sum(g_ay);
     }
   }
+}
+
+MOEGS_SIMD_CLONES
+int64_t replay_chunk_f32(const BwdRun<float>& run, int64_t begin, int32_t K, float alpha_max,
+                         const float* px, float py, int32_t n_lanes, BwdChunk<float>& st) {
+  return replay_chunk_impl(run, begin, K, alpha_max, px, py, n_lanes, st);
+}
+
+MOEGS_SIMD_CLONES
+void backprop_chunk_f32(const BwdRun<float>& run, const RasterizeBwdArgs<float>& a, int64_t begin,
+                        int64_t F, float alpha_max, const float* px, float py, int64_t n_rec,
+                        BwdChunk<float>& st) {
+  backprop_chunk_impl(run, a, begin, F, alpha_max, px, py, n_rec, st);
+}
+
+int64_t replay_chunk(const BwdRun<float>& run, int64_t begin, int32_t K, float alpha_max,
+                     const float* px, float py, int32_t n_lanes, BwdChunk<float>& st) {
+  return replay_chunk_f32(run, begin, K, alpha_max, px, py, n_lanes, st);
+}
+int64_t replay_chunk(const BwdRun<double>& run, int64_t begin, int32_t K, double alpha_max,
+                     const double* px, double py, int32_t n_lanes, BwdChunk<double>& st) {
+  return replay_chunk_impl(run, begin, K, alpha_max, px, py, n_lanes, st);
+}
+void backprop_chunk(const BwdRun<float>& run, const RasterizeBwdArgs<float>& a, int64_t begin,
+                    int64_t F, float alpha_max, const float* px, float py, int64_t n_rec,
+                    BwdChunk<float>& st) {
+  backprop_chunk_f32(run, a, begin, F, alpha_max, px, py, n_rec, st);
+}
+void backprop_chunk(const BwdRun<double>& run, const RasterizeBwdArgs<double>& a, int64_t begin,
+                    int64_t F, double alpha_max, const double* px, double py, int64_t n_rec,
+                    BwdChunk<double>& st) {
+  backprop_chunk_impl(run, a, begin, F, alpha_max, px, py, n_rec, st);
 }
 
 template <typename T>
@@ -124,32 +254,60 @@ void backprop_tiles(const RasterizeBwdArgs<T>& a, const RasterizeDims& d,
                     const CompositeParams& p) {
   const int64_t tiles_per_image = int64_t(d.tiles_x) * d.tiles_y;
   const int64_t num_tiles = d.num_images * tiles_per_image;
+  const int32_t K = d.num_experts;
+  const int64_t F = d.num_features;
+  const int64_t plane = int64_t(d.height) * d.width;
+  const T alpha_max = T(p.alpha_max);
   const std::vector<int64_t> order = tiles_by_cost(a.isect_offsets, num_tiles, d.num_isects);
   const int64_t n_workers = std::max<int64_t>(1, at::get_num_threads());
-  std::vector<Scratch<T>> scratch(n_workers);
-  for (auto& s : scratch) s.behind.resize(d.num_experts * d.num_features);
+  std::vector<BwdRun<T>> runs(n_workers);
+  std::vector<BwdChunk<T>> chunks(n_workers);
   parallel_dynamic(order, [&](int64_t t) {
-    Scratch<T>& s = scratch[std::min<int64_t>(at::get_thread_num(), n_workers - 1)];
+    const int64_t worker = std::min<int64_t>(at::get_thread_num(), n_workers - 1);
+    BwdRun<T>& run = runs[worker];
+    BwdChunk<T>& st = chunks[worker];
     const int64_t i = t / tiles_per_image;
     const int32_t ty = static_cast<int32_t>((t % tiles_per_image) / d.tiles_x);
     const int32_t tx = static_cast<int32_t>(t % d.tiles_x);
     int64_t begin, end;
     tile_range(a.isect_offsets, num_tiles, d.num_isects, t, &begin, &end);
-    s.splats.clear();
-    s.boxes.clear();
-    for (int64_t j = begin; j < end; ++j) {
-      s.splats.push_back(load_splat(a.means2d, a.conics, a.opacities, a.expert_ids,
-                                    int64_t(a.flatten_ids[j])));
-      s.boxes.push_back(splat_box(s.splats.back()));
-    }
-    s.samples.resize(s.splats.size());
-    s.trans_in.resize(s.splats.size());
+    run.load(a, F, begin, end);
+    st.resize(run.n, K, F);
 
     const int32_t y_end = std::min(d.height, (ty + 1) * d.tile_size);
     const int32_t x_end = std::min(d.width, (tx + 1) * d.tile_size);
-    for (int32_t y = ty * d.tile_size; y < y_end; ++y)
-      for (int32_t x = tx * d.tile_size; x < x_end; ++x)
-        backprop_pixel(a, d, p, s, begin, t, i, x, y);
+    T px[kLanes];
+    for (int32_t y = ty * d.tile_size; y < y_end; ++y) {
+      const T py = T(y) + T(p.pixel_offset);
+      for (int32_t x0 = tx * d.tile_size; x0 < x_end; x0 += kLanes) {
+        const int32_t n_lanes = std::min<int32_t>(kLanes, x_end - x0);
+        for (int l = 0; l < kLanes; ++l) px[l] = T(x0 + l) + T(p.pixel_offset);
+        for (int32_t k = 0; k < K; ++k)
+          for (int l = 0; l < kLanes; ++l)
+            st.last[k * kLanes + l] =
+                l < n_lanes ? a.last_ids[(i * K + k) * plane + int64_t(y) * d.width + x0 + l]
+                            : kNoContributor;
+        const int64_t n_rec = replay_chunk(run, begin, K, alpha_max, px, py, n_lanes, st);
+        // Per expert and lane: background gradient and the cotangents of the pixel.
+        std::fill(st.v_render.begin(), st.v_render.end(), T(0));
+        std::fill(st.v_alphas.begin(), st.v_alphas.end(), T(0));
+        std::fill(st.v_bg_dot.begin(), st.v_bg_dot.end(), T(0));
+        std::fill(st.behind.begin(), st.behind.end(), T(0));
+        for (int32_t k = 0; k < K; ++k) {
+          const T* bg = a.backgrounds + (i * K + k) * F;
+          T* v_bg = a.tile_v_backgrounds + (t * K + k) * F;
+          for (int32_t l = 0; l < n_lanes; ++l) {
+            const int64_t o = (i * K + k) * plane + int64_t(y) * d.width + x0 + l;
+            const T* vr = a.v_render + o * F;
+            st.v_alphas[k * kLanes + l] = a.v_alphas[o];
+            st.v_bg_dot[k * kLanes + l] =
+                composite_finish_vjp(bg, F, st.trans[k * kLanes + l], vr, v_bg);
+            for (int64_t f = 0; f < F; ++f) st.v_render[(k * F + f) * kLanes + l] = vr[f];
+          }
+        }
+        backprop_chunk(run, a, begin, F, alpha_max, px, py, n_rec, st);
+      }
+    }
   });
 }
 
