@@ -2,9 +2,8 @@
 // moegs/composite.h.
 //
 // Deterministic by construction, whatever the thread count:
-//  1. one task per tile, processed as the forward is, in chunks of kLanes
-//     pixels of one row (the SIMD lanes) with the tile's Gaussian run as the
-//     outer loop. A chunk replays its walk front to back (recording the exact
+//  1. one task per tile, processed like the forward in chunks of pixels (the
+//     SIMD lanes) with the tile's Gaussian run as the outer loop. A chunk replays its walk front to back (recording the exact
 //     forward transmittances per lane, so nothing is recovered by division),
 //     then walks back over the recorded Gaussians, summing each Gaussian's
 //     lane gradients in lane order into its intersection row (intersection j
@@ -24,10 +23,19 @@
 #include "composite_cpu.h"
 #include "../ops/rasterize_prepare.h"
 
+// One row per chunk: taller chunks amortise the per-Gaussian work over more
+// lanes (the forward uses 4 rows) but end the replay later, at the last
+// contributor of any lane, which costs the backward more than it saves.
+#ifndef MOEGS_BWD_CHUNK_ROWS
+#define MOEGS_BWD_CHUNK_ROWS 1
+#endif
+
 namespace moegs {
 namespace {
 
-constexpr int kLanes = 16;  // pixels per chunk, as in the forward
+constexpr int kCols = 16;                    // chunk width, as in the forward
+constexpr int kRows = MOEGS_BWD_CHUNK_ROWS;  // chunk height
+constexpr int kLanes = kCols * kRows;   // pixels per chunk
 
 // A tile's run, structure of arrays, as the chunk loops read it.
 template <typename T>
@@ -95,27 +103,33 @@ inline T lane_sum(const T* v) {
 // them). Returns the number of recorded run positions.
 template <typename T>
 inline __attribute__((always_inline)) int64_t replay_chunk_impl(
-    const BwdRun<T>& run, int64_t begin, int32_t K, T alpha_max, const T* px, T py,
-    int32_t n_lanes, BwdChunk<T>& st) {
+    const BwdRun<T>& run, int64_t begin, int32_t K, T alpha_max, const T* px, const T* py,
+    const float* bounds, BwdChunk<T>& st) {
+  // Per expert, the largest last contributor over the lanes: the expert's
+  // later Gaussians are skipped without evaluation.
+  int64_t expert_end[kMaxExperts];
   int64_t q_end = 0;
-  for (int32_t k = 0; k < K; ++k)
-    for (int l = 0; l < n_lanes; ++l) {
+  for (int32_t k = 0; k < K; ++k) {
+    expert_end[k] = 0;
+    for (int l = 0; l < kLanes; ++l) {
       const int32_t last = st.last[k * kLanes + l];
-      if (last != kNoContributor) q_end = std::max<int64_t>(q_end, last - begin + 1);
+      if (last != kNoContributor) expert_end[k] = std::max<int64_t>(expert_end[k], last - begin + 1);
     }
+    q_end = std::max(q_end, expert_end[k]);
+  }
   for (int64_t c = 0; c < int64_t(K) * kLanes; ++c) st.trans[c] = T(1);
-  const float fy = float(py);
-  const float fx_first = float(px[0]);
-  const float fx_last = float(px[std::max(n_lanes, 1) - 1]);
+  const float fx_first = bounds[0], fx_last = bounds[1], fy_first = bounds[2], fy_last = bounds[3];
   const T thr = T(kAlphaThreshold);
   int64_t n_rec = 0;
   for (int64_t q = 0; q < q_end; ++q) {
-    if (fy < run.y_lo[q] || fy > run.y_hi[q] || fx_last < run.x_lo[q] || fx_first > run.x_hi[q])
+    if (fy_last < run.y_lo[q] || fy_first > run.y_hi[q] || fx_last < run.x_lo[q] ||
+        fx_first > run.x_hi[q])
       continue;
     const int32_t e = run.expert[q];
+    if (q >= expert_end[e]) continue;
     const int32_t j = static_cast<int32_t>(begin + q);
-    const T mx = run.mx[q], a = run.ca[q], b = run.cb[q], c = run.cc[q], o = run.op[q];
-    const T dy = run.my[q] - py;
+    const T mx = run.mx[q], my = run.my[q], a = run.ca[q], b = run.cb[q], c = run.cc[q];
+    const T o = run.op[q];
     const int32_t* __restrict last = st.last.data() + e * kLanes;
     T* __restrict tr = st.trans.data() + e * kLanes;
     T* __restrict r_alpha = st.alpha.data() + n_rec * kLanes;
@@ -128,6 +142,7 @@ inline __attribute__((always_inline)) int64_t replay_chunk_impl(
       // The steps of splat_sample (moegs/composite.h), per lane; lanes past
       // their expert's last contributor (or padding, last = -1) take no part.
       const T dx = mx - px[l];
+      const T dy = my - py[l];
       const T sigma = T(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
       const T vis = exp_cpu(-sigma);
       const T alpha = clamp_max(o * vis, alpha_max);
@@ -151,13 +166,13 @@ inline __attribute__((always_inline)) int64_t replay_chunk_impl(
 template <typename T>
 inline __attribute__((always_inline)) void backprop_chunk_impl(
     const BwdRun<T>& run, const RasterizeBwdArgs<T>& a, int64_t begin, int64_t F, T alpha_max,
-    const T* px, T py, int64_t n_rec, BwdChunk<T>& st) {
+    const T* px, const T* py, int64_t n_rec, BwdChunk<T>& st) {
   for (int64_t r = n_rec - 1; r >= 0; --r) {
     const int64_t q = st.rec_q[r];
     const int32_t e = run.expert[q];
     const T* feat = run.feature[q];
-    const T mx = run.mx[q], a_ = run.ca[q], b = run.cb[q], c = run.cc[q], o = run.op[q];
-    const T dy = run.my[q] - py;
+    const T mx = run.mx[q], my = run.my[q], a_ = run.ca[q], b = run.cb[q], c = run.cc[q];
+    const T o = run.op[q];
     const T* __restrict r_alpha = st.alpha.data() + r * kLanes;
     const T* __restrict r_vis = st.vis.data() + r * kLanes;
     const T* __restrict r_tin = st.trans_in.data() + r * kLanes;
@@ -193,6 +208,7 @@ inline __attribute__((always_inline)) void backprop_chunk_impl(
       const T va = m ? v_alpha[l] : T(0);
       const T v_sigma = -o * r_vis[l] * va;
       const T dx = mx - px[l];
+      const T dy = my - py[l];
       g_op[l] = r_vis[l] * va;
       g_ca[l] = T(0.5) * v_sigma * dx * dx;
       g_cb[l] = v_sigma * dx * dy;
@@ -219,32 +235,34 @@ inline __attribute__((always_inline)) void backprop_chunk_impl(
 
 MOEGS_SIMD_CLONES
 int64_t replay_chunk_f32(const BwdRun<float>& run, int64_t begin, int32_t K, float alpha_max,
-                         const float* px, float py, int32_t n_lanes, BwdChunk<float>& st) {
-  return replay_chunk_impl(run, begin, K, alpha_max, px, py, n_lanes, st);
+                         const float* px, const float* py, const float* bounds,
+                         BwdChunk<float>& st) {
+  return replay_chunk_impl(run, begin, K, alpha_max, px, py, bounds, st);
 }
 
 MOEGS_SIMD_CLONES
 void backprop_chunk_f32(const BwdRun<float>& run, const RasterizeBwdArgs<float>& a, int64_t begin,
-                        int64_t F, float alpha_max, const float* px, float py, int64_t n_rec,
+                        int64_t F, float alpha_max, const float* px, const float* py, int64_t n_rec,
                         BwdChunk<float>& st) {
   backprop_chunk_impl(run, a, begin, F, alpha_max, px, py, n_rec, st);
 }
 
 int64_t replay_chunk(const BwdRun<float>& run, int64_t begin, int32_t K, float alpha_max,
-                     const float* px, float py, int32_t n_lanes, BwdChunk<float>& st) {
-  return replay_chunk_f32(run, begin, K, alpha_max, px, py, n_lanes, st);
+                     const float* px, const float* py, const float* bounds, BwdChunk<float>& st) {
+  return replay_chunk_f32(run, begin, K, alpha_max, px, py, bounds, st);
 }
 int64_t replay_chunk(const BwdRun<double>& run, int64_t begin, int32_t K, double alpha_max,
-                     const double* px, double py, int32_t n_lanes, BwdChunk<double>& st) {
-  return replay_chunk_impl(run, begin, K, alpha_max, px, py, n_lanes, st);
+                     const double* px, const double* py, const float* bounds,
+                     BwdChunk<double>& st) {
+  return replay_chunk_impl(run, begin, K, alpha_max, px, py, bounds, st);
 }
 void backprop_chunk(const BwdRun<float>& run, const RasterizeBwdArgs<float>& a, int64_t begin,
-                    int64_t F, float alpha_max, const float* px, float py, int64_t n_rec,
+                    int64_t F, float alpha_max, const float* px, const float* py, int64_t n_rec,
                     BwdChunk<float>& st) {
   backprop_chunk_f32(run, a, begin, F, alpha_max, px, py, n_rec, st);
 }
 void backprop_chunk(const BwdRun<double>& run, const RasterizeBwdArgs<double>& a, int64_t begin,
-                    int64_t F, double alpha_max, const double* px, double py, int64_t n_rec,
+                    int64_t F, double alpha_max, const double* px, const double* py, int64_t n_rec,
                     BwdChunk<double>& st) {
   backprop_chunk_impl(run, a, begin, F, alpha_max, px, py, n_rec, st);
 }
@@ -276,18 +294,30 @@ void backprop_tiles(const RasterizeBwdArgs<T>& a, const RasterizeDims& d,
 
     const int32_t y_end = std::min(d.height, (ty + 1) * d.tile_size);
     const int32_t x_end = std::min(d.width, (tx + 1) * d.tile_size);
-    T px[kLanes];
-    for (int32_t y = ty * d.tile_size; y < y_end; ++y) {
-      const T py = T(y) + T(p.pixel_offset);
-      for (int32_t x0 = tx * d.tile_size; x0 < x_end; x0 += kLanes) {
-        const int32_t n_lanes = std::min<int32_t>(kLanes, x_end - x0);
-        for (int l = 0; l < kLanes; ++l) px[l] = T(x0 + l) + T(p.pixel_offset);
+    T px[kLanes], py[kLanes];
+    int32_t lane_ok[kLanes];
+    float bounds[4];
+    for (int32_t y0 = ty * d.tile_size; y0 < y_end; y0 += kRows) {
+      for (int32_t x0 = tx * d.tile_size; x0 < x_end; x0 += kCols) {
+        const int32_t n_cols = std::min<int32_t>(kCols, x_end - x0);
+        const int32_t n_rows = std::min<int32_t>(kRows, y_end - y0);
+        for (int l = 0; l < kLanes; ++l) {
+          px[l] = T(x0 + l % kCols) + T(p.pixel_offset);
+          py[l] = T(y0 + l / kCols) + T(p.pixel_offset);
+          lane_ok[l] = (l % kCols) < n_cols && (l / kCols) < n_rows;
+        }
+        bounds[0] = float(T(x0) + T(p.pixel_offset));
+        bounds[1] = float(T(x0 + n_cols - 1) + T(p.pixel_offset));
+        bounds[2] = float(T(y0) + T(p.pixel_offset));
+        bounds[3] = float(T(y0 + n_rows - 1) + T(p.pixel_offset));
+        // lane l is pixel (y0 + l / kCols, x0 + l % kCols); padding lanes have no contributor
         for (int32_t k = 0; k < K; ++k)
           for (int l = 0; l < kLanes; ++l)
             st.last[k * kLanes + l] =
-                l < n_lanes ? a.last_ids[(i * K + k) * plane + int64_t(y) * d.width + x0 + l]
-                            : kNoContributor;
-        const int64_t n_rec = replay_chunk(run, begin, K, alpha_max, px, py, n_lanes, st);
+                lane_ok[l] ? a.last_ids[(i * K + k) * plane + int64_t(y0 + l / kCols) * d.width +
+                                        x0 + l % kCols]
+                           : kNoContributor;
+        const int64_t n_rec = replay_chunk(run, begin, K, alpha_max, px, py, bounds, st);
         // Per expert and lane: background gradient and the cotangents of the pixel.
         std::fill(st.v_render.begin(), st.v_render.end(), T(0));
         std::fill(st.v_alphas.begin(), st.v_alphas.end(), T(0));
@@ -296,8 +326,10 @@ void backprop_tiles(const RasterizeBwdArgs<T>& a, const RasterizeDims& d,
         for (int32_t k = 0; k < K; ++k) {
           const T* bg = a.backgrounds + (i * K + k) * F;
           T* v_bg = a.tile_v_backgrounds + (t * K + k) * F;
-          for (int32_t l = 0; l < n_lanes; ++l) {
-            const int64_t o = (i * K + k) * plane + int64_t(y) * d.width + x0 + l;
+          for (int l = 0; l < kLanes; ++l) {
+            if (!lane_ok[l]) continue;
+            const int64_t o =
+                (i * K + k) * plane + int64_t(y0 + l / kCols) * d.width + x0 + l % kCols;
             const T* vr = a.v_render + o * F;
             st.v_alphas[k * kLanes + l] = a.v_alphas[o];
             st.v_bg_dot[k * kLanes + l] =

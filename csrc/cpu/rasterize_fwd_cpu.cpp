@@ -2,7 +2,7 @@
 // moegs/composite.h, CPU helpers in composite_cpu.h.
 //
 // Work is split into tiles handed out longest first (parallel_dynamic). A tile
-// is processed in chunks of kLanes pixels of one row: the chunk's pixels are
+// is processed in chunks of kRows x kCols pixels: the chunk's pixels are
 // the SIMD lanes and the tile's Gaussian run is the outer loop, so a Gaussian
 // is loaded once per chunk and evaluated for all lanes at once. A Gaussian whose
 // alpha >= 1/255 box misses the chunk is skipped without evaluation, an expert
@@ -21,10 +21,16 @@
 #include "composite_cpu.h"
 #include "../ops/rasterize_prepare.h"
 
+#ifndef MOEGS_FWD_CHUNK_ROWS
+#define MOEGS_FWD_CHUNK_ROWS 4
+#endif
+
 namespace moegs {
 namespace {
 
-constexpr int kLanes = 16;  // pixels per chunk (one AVX-512 register of floats)
+constexpr int kCols = 16;              // chunk width: one AVX-512 register of floats
+constexpr int kRows = MOEGS_FWD_CHUNK_ROWS;  // chunk height
+constexpr int kLanes = kCols * kRows;   // pixels per chunk
 
 // A tile's run, structure of arrays, as the chunk loop reads it.
 template <typename T>
@@ -72,13 +78,14 @@ struct ChunkState {
   }
 };
 
-// The Gaussian loop of one chunk. px: lane x centres; py: row centre; lanes
-// >= n_lanes are padding (inactive from the start). Returns the pair count
-// evaluated (for nothing but inspection).
+// The Gaussian loop of one chunk. px, py: lane pixel centres; lanes with
+// lane_ok = 0 are padding (inactive from the start); n_lanes counts the others;
+// bounds: the centres of the first and last valid column and row.
 template <typename T>
 inline __attribute__((always_inline)) void blend_chunk_impl(
     const TileRun<T>& run, int64_t begin, int32_t K, int64_t F, T alpha_max, T min_t,
-    const T* px, T py, int32_t n_lanes, ChunkState<T>& st) {
+    const T* px, const T* py, const int32_t* lane_ok, int32_t n_lanes, const float* bounds,
+    ChunkState<T>& st) {
   int32_t n_active[kMaxExperts];
   int32_t experts_left = 0;
   for (int32_t k = 0; k < K; ++k) {
@@ -88,18 +95,18 @@ inline __attribute__((always_inline)) void blend_chunk_impl(
     for (int l = 0; l < kLanes; ++l) {
       st.trans[k * kLanes + l] = T(1);
       st.last[k * kLanes + l] = kNoContributor;
-      st.active[k * kLanes + l] = (on && l < n_lanes) ? 1 : 0;
+      st.active[k * kLanes + l] = (on && lane_ok[l]) ? 1 : 0;
     }
   }
   std::fill(st.acc.begin(), st.acc.end(), T(0));
   if (experts_left == 0) return;
 
-  const float fy = float(py);
-  const float fx_first = float(px[0]);
-  const float fx_last = float(px[std::max(n_lanes, 1) - 1]);
+  // bounds: centres of the chunk's first and last valid column and row
+  const float fx_first = bounds[0], fx_last = bounds[1], fy_first = bounds[2], fy_last = bounds[3];
   const T thr = T(kAlphaThreshold);
   for (int64_t q = 0; q < run.n; ++q) {
-    if (fy < run.y_lo[q] || fy > run.y_hi[q] || fx_last < run.x_lo[q] || fx_first > run.x_hi[q])
+    if (fy_last < run.y_lo[q] || fy_first > run.y_hi[q] || fx_last < run.x_lo[q] ||
+        fx_first > run.x_hi[q])
       continue;
     const int32_t e = run.expert[q];
     if (n_active[e] == 0) continue;
@@ -112,11 +119,11 @@ inline __attribute__((always_inline)) void blend_chunk_impl(
     T w[kLanes];
     int32_t contrib[kLanes];
     int32_t n_contrib = 0, n_saturated = 0;
-    const T dy = my - py;
 #pragma omp simd reduction(+ : n_contrib, n_saturated)
     for (int l = 0; l < kLanes; ++l) {
       // The steps of splat_sample / composite_step (moegs/composite.h), per lane.
       const T dx = mx - px[l];
+      const T dy = my - py[l];
       const T sigma = T(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
       const T vis = exp_cpu(-sigma);
       const T alpha = clamp_max(o * vis, alpha_max);
@@ -152,20 +159,23 @@ inline __attribute__((always_inline)) void blend_chunk_impl(
 
 MOEGS_SIMD_CLONES
 void blend_chunk_f32(const TileRun<float>& run, int64_t begin, int32_t K, int64_t F,
-                     float alpha_max, float min_t, const float* px, float py, int32_t n_lanes,
+                     float alpha_max, float min_t, const float* px, const float* py,
+                     const int32_t* lane_ok, int32_t n_lanes, const float* bounds,
                      ChunkState<float>& st) {
-  blend_chunk_impl(run, begin, K, F, alpha_max, min_t, px, py, n_lanes, st);
+  blend_chunk_impl(run, begin, K, F, alpha_max, min_t, px, py, lane_ok, n_lanes, bounds, st);
 }
 
 void blend_chunk(const TileRun<float>& run, int64_t begin, int32_t K, int64_t F, float alpha_max,
-                 float min_t, const float* px, float py, int32_t n_lanes, ChunkState<float>& st) {
-  blend_chunk_f32(run, begin, K, F, alpha_max, min_t, px, py, n_lanes, st);
+                 float min_t, const float* px, const float* py, const int32_t* lane_ok,
+                 int32_t n_lanes, const float* bounds, ChunkState<float>& st) {
+  blend_chunk_f32(run, begin, K, F, alpha_max, min_t, px, py, lane_ok, n_lanes, bounds, st);
 }
 
 void blend_chunk(const TileRun<double>& run, int64_t begin, int32_t K, int64_t F,
-                 double alpha_max, double min_t, const double* px, double py, int32_t n_lanes,
+                 double alpha_max, double min_t, const double* px, const double* py,
+                 const int32_t* lane_ok, int32_t n_lanes, const float* bounds,
                  ChunkState<double>& st) {
-  blend_chunk_impl(run, begin, K, F, alpha_max, min_t, px, py, n_lanes, st);
+  blend_chunk_impl(run, begin, K, F, alpha_max, min_t, px, py, lane_ok, n_lanes, bounds, st);
 }
 
 template <typename T>
@@ -199,17 +209,29 @@ void rasterize_fwd_kernel(const RasterizeFwdArgs<T>& a, const RasterizeDims& d,
 
     const int32_t y_end = std::min(d.height, (ty + 1) * d.tile_size);
     const int32_t x_end = std::min(d.width, (tx + 1) * d.tile_size);
-    T px[kLanes];
-    for (int32_t y = ty * d.tile_size; y < y_end; ++y) {
-      const T py = T(y) + T(p.pixel_offset);
-      for (int32_t x0 = tx * d.tile_size; x0 < x_end; x0 += kLanes) {
-        const int32_t n_lanes = std::min<int32_t>(kLanes, x_end - x0);
-        for (int l = 0; l < kLanes; ++l) px[l] = T(x0 + l) + T(p.pixel_offset);
-        blend_chunk(run, begin, K, F, alpha_max, min_t, px, py, n_lanes, st);
+    T px[kLanes], py[kLanes];
+    int32_t lane_ok[kLanes];
+    float bounds[4];
+    for (int32_t y0 = ty * d.tile_size; y0 < y_end; y0 += kRows) {
+      for (int32_t x0 = tx * d.tile_size; x0 < x_end; x0 += kCols) {
+        const int32_t n_cols = std::min<int32_t>(kCols, x_end - x0);
+        const int32_t n_rows = std::min<int32_t>(kRows, y_end - y0);
+        for (int l = 0; l < kLanes; ++l) {
+          px[l] = T(x0 + l % kCols) + T(p.pixel_offset);
+          py[l] = T(y0 + l / kCols) + T(p.pixel_offset);
+          lane_ok[l] = (l % kCols) < n_cols && (l / kCols) < n_rows;
+        }
+        bounds[0] = float(T(x0) + T(p.pixel_offset));
+        bounds[1] = float(T(x0 + n_cols - 1) + T(p.pixel_offset));
+        bounds[2] = float(T(y0) + T(p.pixel_offset));
+        bounds[3] = float(T(y0 + n_rows - 1) + T(p.pixel_offset));
+        blend_chunk(run, begin, K, F, alpha_max, min_t, px, py, lane_ok, n_cols * n_rows, bounds, st);
         for (int32_t k = 0; k < K; ++k) {
           const T* bg = a.backgrounds + (i * K + k) * F;
-          for (int32_t l = 0; l < n_lanes; ++l) {
-            const int64_t o = (i * K + k) * plane + int64_t(y) * d.width + x0 + l;
+          for (int l = 0; l < kLanes; ++l) {
+            if (!lane_ok[l]) continue;
+            const int32_t y = y0 + l / kCols, x = x0 + l % kCols;
+            const int64_t o = (i * K + k) * plane + int64_t(y) * d.width + x;
             const T trans = st.trans[k * kLanes + l];
             T* out = a.render + o * F;
             for (int64_t f = 0; f < F; ++f) out[f] = st.acc[(k * F + f) * kLanes + l];
