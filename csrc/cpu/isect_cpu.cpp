@@ -1,19 +1,17 @@
 // CPU tile intersection and per-tile offsets; tile ranges and key layout in
 // moegs/tiles.h.
 //
-// isect_tiles sorts by (image, tile) bucket with a counting sort whose bucket
-// starts come from integer counts, then sorts each bucket by (depth bits,
-// flatten id). Intermediate slot order inside a bucket depends on thread
-// timing, but each bucket is then put in a total order, so the result is the
-// same for any thread count. When the bucket array would dwarf the
-// intersections (many images or tiles, few hits), a stable global key sort is
-// used instead.
+// isect_tiles orders the entries once by (depth bits, flatten id) with a
+// radix sort, then bins their intersections by (image, tile) bucket with a
+// chunked counting sort that keeps that order inside every bucket, so the
+// result is the same for any thread count. When the bucket array would dwarf
+// the intersections (many images or tiles, few hits), a stable global key
+// sort is used instead.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <tuple>
 #include <vector>
 
@@ -43,60 +41,93 @@ void tile_rects_kernel(int64_t m, const T* means2d, const int32_t* radii, int32_
   });
 }
 
-// Counting sort by (image, tile) bucket. Writes the sorted keys and flatten ids.
-// rects [M], depths [M], image_ids [M]; starts [n_buckets + 1] receives the
-// bucket boundaries; isect_ids [n], flatten_ids [n].
+// Entries with at least one tile, ordered by (depth bits, entry index): a
+// stable LSD radix sort of the 32 depth bits over the entries in index order.
+template <typename T>
+std::vector<int32_t> entries_by_depth(int64_t m, const TileRect* rects, const T* depths) {
+  std::vector<int32_t> order, tmp;
+  order.reserve(m);
+  for (int64_t i = 0; i < m; ++i)
+    if (rects[i].x0 != rects[i].x1 && rects[i].y0 != rects[i].y1) order.push_back(int32_t(i));
+  const int64_t k = static_cast<int64_t>(order.size());
+  std::vector<uint32_t> bits(m);
+  for (int64_t q = 0; q < k; ++q) bits[order[q]] = depth_key_bits(depths[order[q]]);
+  tmp.resize(k);
+  for (int shift = 0; shift < 32; shift += 8) {
+    int64_t count[257] = {0};
+    for (int64_t q = 0; q < k; ++q) ++count[((bits[order[q]] >> shift) & 0xff) + 1];
+    if (count[1] == k) continue;  // every digit 0 here: the pass would not move anything
+    for (int d = 0; d < 256; ++d) count[d + 1] += count[d];
+    for (int64_t q = 0; q < k; ++q) tmp[count[(bits[order[q]] >> shift) & 0xff]++] = order[q];
+    order.swap(tmp);
+  }
+  return order;
+}
+
+// Bins the intersections by (image, tile) bucket, each bucket in (depth bits,
+// entry index) order. The entries are walked in that order, in chunks: a
+// counting pass per chunk, then every chunk scatters into its own slots of
+// each bucket, after the slots of the chunks before it. No atomics and no
+// per-bucket sort; the result does not depend on the chunking or the thread
+// count. rects [M], depths [M], image_ids [M]; starts [n_buckets + 1] receives
+// the bucket boundaries; isect_ids [n], flatten_ids [n].
 template <typename T>
 void bucket_sort_isects(int64_t m, const TileRect* rects, const T* depths, const int32_t* image_ids,
                         int64_t n_tiles, int32_t tile_width, int tile_n_bits,
                         std::vector<int64_t>& starts, int64_t* isect_ids, int32_t* flatten_ids) {
   const int64_t n_buckets = static_cast<int64_t>(starts.size()) - 1;
-  std::vector<int32_t> counts(n_buckets, 0);
-  // Integer counts: the totals do not depend on the order of the increments.
-  at::parallel_for(0, m, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const TileRect r = rects[i];
-      const int64_t base = static_cast<int64_t>(image_ids[i]) * n_tiles;
-      for (int32_t ty = r.y0; ty < r.y1; ++ty)
-        for (int32_t tx = r.x0; tx < r.x1; ++tx)
-          std::atomic_ref<int32_t>(counts[base + int64_t(ty) * tile_width + tx])
-              .fetch_add(1, std::memory_order_relaxed);
+  const std::vector<int32_t> order = entries_by_depth(m, rects, depths);
+  const int64_t k = static_cast<int64_t>(order.size());
+  const int64_t n_chunks =
+      std::max<int64_t>(1, std::min<int64_t>(2 * at::get_num_threads(), k / kGrain + 1));
+  // cursor[c * n_buckets + b]: chunk c's count in bucket b, then its first slot there
+  std::vector<int64_t> cursor(n_chunks * n_buckets, 0);
+  auto chunk_range = [&](int64_t c, int64_t* begin, int64_t* end) {
+    *begin = k * c / n_chunks;
+    *end = k * (c + 1) / n_chunks;
+  };
+  at::parallel_for(0, n_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      int64_t* cnt = cursor.data() + c * n_buckets;
+      int64_t qb, qe;
+      chunk_range(c, &qb, &qe);
+      for (int64_t q = qb; q < qe; ++q) {
+        const int32_t i = order[q];
+        const TileRect r = rects[i];
+        const int64_t base = static_cast<int64_t>(image_ids[i]) * n_tiles;
+        for (int32_t ty = r.y0; ty < r.y1; ++ty)
+          for (int32_t tx = r.x0; tx < r.x1; ++tx) ++cnt[base + int64_t(ty) * tile_width + tx];
+      }
     }
   });
-  starts[0] = 0;
-  for (int64_t b = 0; b < n_buckets; ++b) starts[b + 1] = starts[b] + counts[b];
-  for (int64_t b = 0; b < n_buckets; ++b) counts[b] = 0;  // reused as fill cursors
-
-  // Scatter (depth bits << 32 | flatten id) into the buckets, kept in the
-  // isect_ids buffer until the per-bucket sort.
-  uint64_t* packed = reinterpret_cast<uint64_t*>(isect_ids);
-  at::parallel_for(0, m, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const TileRect r = rects[i];
-      if (r.x0 == r.x1 || r.y0 == r.y1) continue;
-      const uint64_t value = (uint64_t(depth_key_bits(depths[i])) << 32) | uint64_t(i);
-      const int64_t base = static_cast<int64_t>(image_ids[i]) * n_tiles;
-      for (int32_t ty = r.y0; ty < r.y1; ++ty)
-        for (int32_t tx = r.x0; tx < r.x1; ++tx) {
-          const int64_t b = base + int64_t(ty) * tile_width + tx;
-          const int32_t slot =
-              std::atomic_ref<int32_t>(counts[b]).fetch_add(1, std::memory_order_relaxed);
-          packed[starts[b] + slot] = value;
-        }
+  int64_t next = 0;
+  for (int64_t b = 0; b < n_buckets; ++b) {
+    starts[b] = next;
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      const int64_t cnt = cursor[c * n_buckets + b];
+      cursor[c * n_buckets + b] = next;
+      next += cnt;
     }
-  });
-
-  // Order each bucket by (depth bits, flatten id), then expand to full keys.
-  at::parallel_for(0, n_buckets, kBucketGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t s = starts[b], e = starts[b + 1];
-      if (s == e) continue;
-      std::sort(packed + s, packed + e);
-      const int64_t image = b / n_tiles, tile = b % n_tiles;
-      for (int64_t j = s; j < e; ++j) {
-        const uint64_t v = packed[j];
-        flatten_ids[j] = static_cast<int32_t>(v & 0xffffffffu);
-        isect_ids[j] = isect_key(image, tile, static_cast<uint32_t>(v >> 32), tile_n_bits);
+  }
+  starts[n_buckets] = next;
+  at::parallel_for(0, n_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      int64_t* slot = cursor.data() + c * n_buckets;
+      int64_t qb, qe;
+      chunk_range(c, &qb, &qe);
+      for (int64_t q = qb; q < qe; ++q) {
+        const int32_t i = order[q];
+        const TileRect r = rects[i];
+        const uint32_t bits = depth_key_bits(depths[i]);
+        const int64_t image = image_ids[i];
+        const int64_t base = image * n_tiles;
+        for (int32_t ty = r.y0; ty < r.y1; ++ty)
+          for (int32_t tx = r.x0; tx < r.x1; ++tx) {
+            const int64_t tile = int64_t(ty) * tile_width + tx;
+            const int64_t j = slot[base + tile]++;
+            flatten_ids[j] = i;
+            isect_ids[j] = isect_key(image, tile, bits, tile_n_bits);
+          }
       }
     }
   });
