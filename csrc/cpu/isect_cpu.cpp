@@ -238,25 +238,29 @@ at::Tensor isect_offset_encode_cpu(const at::Tensor& isect_ids_in, int64_t n_ima
   if (n == 0) return offsets.zero_();
   const int64_t* keys = isect_ids.data_ptr<int64_t>();
 
-  // Keys must name valid (image, tile) pairs in non-decreasing order.
+  // One pass per chunk of keys: check that each names a valid (image, tile)
+  // bucket not before its predecessor's, and write the offsets it starts
+  // (isect_write_offsets, with each key decoded once). Each offset is written
+  // by exactly one key, so chunks are independent; the first bad key found is
+  // reported and the partly written offsets are discarded with the error.
+  int32_t* out = offsets.data_ptr<int32_t>();
   const int64_t first_bad = at::parallel_reduce(
-      0, n, kGrain, n,
+      0, n, kGrain * 16, n,
       [&](int64_t begin, int64_t end, int64_t acc) {
-        for (int64_t j = begin; j < end && j < acc; ++j) {
-          if (isect_key_bad(keys, j, tile_n_bits, n_tiles, n_buckets)) return j;
+        int64_t prev = begin > 0 ? isect_key_bucket(keys[begin - 1], tile_n_bits, n_tiles) : -1;
+        for (int64_t j = begin; j < end; ++j) {
+          const int64_t cur = isect_key_bucket(keys[j], tile_n_bits, n_tiles);
+          if (cur < 0 || cur >= n_buckets || cur < prev) return std::min(acc, j);
+          for (int64_t b = prev + 1; b <= cur; ++b) out[b] = static_cast<int32_t>(j);
+          prev = cur;
         }
+        if (end == n)
+          for (int64_t b = prev + 1; b < n_buckets; ++b) out[b] = static_cast<int32_t>(n);
         return acc;
       },
       [](int64_t a, int64_t b) { return std::min(a, b); });
   check_isect_keys_sorted(op, first_bad, n, first_bad < n ? keys[first_bad] : 0, n_images,
                           tile_width, tile_height);
-
-  int32_t* out = offsets.data_ptr<int32_t>();
-  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j) {
-      isect_write_offsets(keys, j, n, tile_n_bits, n_tiles, n_buckets, out);
-    }
-  });
   return offsets;
 }
 
