@@ -138,7 +138,7 @@ def scaling(ns: List[int], res: int, threads: int, repeats: int) -> List[Dict]:
 
 def report(res: Dict, command: str) -> str:
     m = res["machine"]
-    when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    when = res.get("when") or datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     out = [f"### Issue-4 targets, {when}", "",
            f"Command: `{command}`  ",
            f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']}, moegs {m['moegs']} "
@@ -263,6 +263,7 @@ def main(argv=None) -> int:
     res["sharing"] = [composite_time_of_separate_calls(n, r, a.repeats) for n, r in sizes]
     res["scaling_res"], res["scaling_threads"] = sc_res, max(threads)
     res["scaling"] = scaling(sc_ns, sc_res, max(threads), a.repeats)
+    res["when"] = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")  # end of the measurements
     if a.svg:
         xs = [r["isects"] for r in res["scaling"]]
         fits = {k: R.linear_fit(xs, [r[k + "_s"] * 1e3 for r in res["scaling"]]) for k in ("fwd", "fwdbwd")}
