@@ -45,6 +45,20 @@ inline SplatSample<T> splat_sample_cpu(const Splat<T>& s, vec2<T> pixel, T alpha
   return r;
 }
 
+// splat_sample for one SIMD lane, on the run's structure-of-arrays fields:
+// sigma, exp(-sigma) and alpha of a Gaussian (mean (mx, my), conic (a, b, c),
+// opacity o) at the sample position (x, y). Inlined into the lane loops of the
+// forward and the backward's replay, which therefore evaluate the same bits.
+template <typename T>
+inline __attribute__((always_inline)) void lane_sample(T mx, T my, T a, T b, T c, T o, T alpha_max,
+                                                       T x, T y, T* sigma, T* vis, T* alpha) {
+  const T dx = mx - x;
+  const T dy = my - y;
+  *sigma = T(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
+  *vis = exp_cpu(-*sigma);
+  *alpha = clamp_max(o * *vis, alpha_max);
+}
+
 // Box around the pixels where a splat can reach alpha >= 1/255:
 // o exp(-sigma) >= 1/255 needs sigma <= ln(255 o), an ellipse whose half-widths
 // are sqrt(2 ln(255 o) Sigma_xx) and sqrt(2 ln(255 o) Sigma_yy), Sigma the
@@ -71,6 +85,78 @@ inline SplatBox splat_box(const Splat<T>& s) {
   const double mx = double(s.mean.x), my = double(s.mean.y);
   return {float(mx - rx), float(mx + rx), float(my - ry), float(my + ry)};
 }
+
+// A tile's run of Gaussians, structure of arrays, as the chunk loops of the
+// forward and backward read it: pixel-space mean, conic, opacity, alpha box,
+// expert and feature row of run position q (intersection begin + q), and which
+// experts occur in the run. Args: any argument struct with the inputs
+// means2d, conics, opacities, expert_ids, features and flatten_ids.
+template <typename T>
+struct TileRun {
+  std::vector<T> mx, my, ca, cb, cc, op;
+  std::vector<float> x_lo, x_hi, y_lo, y_hi;
+  std::vector<int32_t> expert;
+  std::vector<const T*> feature;
+  int64_t n = 0;
+  bool present[kMaxExperts];
+
+  template <typename Args>
+  void load(const Args& a, int64_t F, int64_t begin, int64_t end) {
+    n = end - begin;
+    for (auto* v : {&mx, &my, &ca, &cb, &cc, &op}) v->resize(n);
+    for (auto* v : {&x_lo, &x_hi, &y_lo, &y_hi}) v->resize(n);
+    expert.resize(n);
+    feature.resize(n);
+    std::fill(present, present + kMaxExperts, false);
+    for (int64_t q = 0; q < n; ++q) {
+      const int64_t g = a.flatten_ids[begin + q];
+      const Splat<T> s = load_splat(a.means2d, a.conics, a.opacities, a.expert_ids, g);
+      mx[q] = s.mean.x; my[q] = s.mean.y;
+      ca[q] = s.conic.x; cb[q] = s.conic.y; cc[q] = s.conic.z;
+      op[q] = s.opacity;
+      const SplatBox box = splat_box(s);
+      x_lo[q] = box.x_lo; x_hi[q] = box.x_hi; y_lo[q] = box.y_lo; y_hi[q] = box.y_hi;
+      expert[q] = s.expert;
+      feature[q] = a.features + g * F;
+      present[s.expert] = true;
+    }
+  }
+};
+
+// The pixels of one chunk of kRows x kCols SIMD lanes with its corner at
+// (x0, y0), clipped to [x0, x_end) x [y0, y_end): lane l is pixel
+// (y0 + l / kCols, x0 + l % kCols), sampled at its centre (+ offset).
+template <typename T, int kCols, int kRows>
+struct ChunkPixels {
+  static constexpr int kLanes = kCols * kRows;
+  T px[kLanes], py[kLanes];  // lane sample positions, pixels
+  int32_t ok[kLanes];        // 1 for lanes inside the clip, 0 for padding
+  float bounds[4];           // x of the first and last valid column, y of the first and last row
+  int32_t n_valid = 0;
+  int32_t x0 = 0, y0 = 0;
+
+  void set(int32_t x0_, int32_t y0_, int32_t x_end, int32_t y_end, double offset) {
+    x0 = x0_;
+    y0 = y0_;
+    const int32_t n_cols = std::min<int32_t>(kCols, x_end - x0);
+    const int32_t n_rows = std::min<int32_t>(kRows, y_end - y0);
+    for (int l = 0; l < kLanes; ++l) {
+      px[l] = T(x0 + l % kCols) + T(offset);
+      py[l] = T(y0 + l / kCols) + T(offset);
+      ok[l] = (l % kCols) < n_cols && (l / kCols) < n_rows;
+    }
+    bounds[0] = float(T(x0) + T(offset));
+    bounds[1] = float(T(x0 + n_cols - 1) + T(offset));
+    bounds[2] = float(T(y0) + T(offset));
+    bounds[3] = float(T(y0 + n_rows - 1) + T(offset));
+    n_valid = n_cols * n_rows;
+  }
+
+  // Row-major index y * width + x of lane l's pixel.
+  int64_t pixel(int l, int32_t width) const {
+    return int64_t(y0 + l / kCols) * width + x0 + l % kCols;
+  }
+};
 
 // Runs body(t) for every t in [0, n) on torch's intra-op threads
 // (torch.get_num_threads()), handing out items one at a time from a shared

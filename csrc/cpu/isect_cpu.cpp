@@ -41,6 +41,14 @@ void tile_rects_kernel(int64_t m, const T* means2d, const int32_t* radii, int32_
   });
 }
 
+// Calls visit(tile) for the flat tile index ty * tile_width + tx of every tile
+// of r, row by row.
+template <typename Visit>
+inline void for_each_tile(const TileRect& r, int32_t tile_width, const Visit& visit) {
+  for (int32_t ty = r.y0; ty < r.y1; ++ty)
+    for (int32_t tx = r.x0; tx < r.x1; ++tx) visit(int64_t(ty) * tile_width + tx);
+}
+
 // Entries with at least one tile, ordered by (depth bits, entry index): a
 // stable LSD radix sort of the 32 depth bits over the entries in index order.
 template <typename T>
@@ -91,13 +99,10 @@ void bucket_sort_isects(int64_t m, const TileRect* rects, const T* depths, const
       int64_t* cnt = cursor.data() + c * n_buckets;
       int64_t qb, qe;
       chunk_range(c, &qb, &qe);
-      for (int64_t q = qb; q < qe; ++q) {
-        const int32_t i = order[q];
-        const TileRect r = rects[i];
-        const int64_t base = static_cast<int64_t>(image_ids[i]) * n_tiles;
-        for (int32_t ty = r.y0; ty < r.y1; ++ty)
-          for (int32_t tx = r.x0; tx < r.x1; ++tx) ++cnt[base + int64_t(ty) * tile_width + tx];
-      }
+      for (int64_t q = qb; q < qe; ++q)
+        for_each_tile(rects[order[q]], tile_width, [&](int64_t tile) {
+          ++cnt[image_ids[order[q]] * n_tiles + tile];
+        });
     }
   });
   int64_t next = 0;
@@ -117,17 +122,13 @@ void bucket_sort_isects(int64_t m, const TileRect* rects, const T* depths, const
       chunk_range(c, &qb, &qe);
       for (int64_t q = qb; q < qe; ++q) {
         const int32_t i = order[q];
-        const TileRect r = rects[i];
         const uint32_t bits = depth_key_bits(depths[i]);
         const int64_t image = image_ids[i];
-        const int64_t base = image * n_tiles;
-        for (int32_t ty = r.y0; ty < r.y1; ++ty)
-          for (int32_t tx = r.x0; tx < r.x1; ++tx) {
-            const int64_t tile = int64_t(ty) * tile_width + tx;
-            const int64_t j = slot[base + tile]++;
-            flatten_ids[j] = i;
-            isect_ids[j] = isect_key(image, tile, bits, tile_n_bits);
-          }
+        for_each_tile(rects[i], tile_width, [&](int64_t tile) {
+          const int64_t j = slot[image * n_tiles + tile]++;
+          flatten_ids[j] = i;
+          isect_ids[j] = isect_key(image, tile, bits, tile_n_bits);
+        });
       }
     }
   });

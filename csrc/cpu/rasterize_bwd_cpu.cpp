@@ -37,35 +37,6 @@ constexpr int kCols = 16;                    // chunk width, as in the forward
 constexpr int kRows = MOEGS_BWD_CHUNK_ROWS;  // chunk height
 constexpr int kLanes = kCols * kRows;   // pixels per chunk
 
-// A tile's run, structure of arrays, as the chunk loops read it.
-template <typename T>
-struct BwdRun {
-  std::vector<T> mx, my, ca, cb, cc, op;
-  std::vector<float> x_lo, x_hi, y_lo, y_hi;
-  std::vector<int32_t> expert;
-  std::vector<const T*> feature;
-  int64_t n = 0;
-
-  void load(const RasterizeBwdArgs<T>& a, int64_t F, int64_t begin, int64_t end) {
-    n = end - begin;
-    for (auto* v : {&mx, &my, &ca, &cb, &cc, &op}) v->resize(n);
-    for (auto* v : {&x_lo, &x_hi, &y_lo, &y_hi}) v->resize(n);
-    expert.resize(n);
-    feature.resize(n);
-    for (int64_t q = 0; q < n; ++q) {
-      const int64_t g = a.flatten_ids[begin + q];
-      const Splat<T> s = load_splat(a.means2d, a.conics, a.opacities, a.expert_ids, g);
-      mx[q] = s.mean.x; my[q] = s.mean.y;
-      ca[q] = s.conic.x; cb[q] = s.conic.y; cc[q] = s.conic.z;
-      op[q] = s.opacity;
-      const SplatBox box = splat_box(s);
-      x_lo[q] = box.x_lo; x_hi[q] = box.x_hi; y_lo[q] = box.y_lo; y_hi[q] = box.y_hi;
-      expert[q] = s.expert;
-      feature[q] = a.features + g * F;
-    }
-  }
-};
-
 // Per-worker chunk state. The replay records, for every run position that
 // contributed in at least one lane, [kLanes] alpha, exp(-sigma), the T in front
 // and a 0/1 contribution mask; the per-expert arrays are [K][kLanes] and the
@@ -103,7 +74,7 @@ inline T lane_sum(const T* v) {
 // them). Returns the number of recorded run positions.
 template <typename T>
 inline __attribute__((always_inline)) int64_t replay_chunk_impl(
-    const BwdRun<T>& run, int64_t begin, int32_t K, T alpha_max, const T* px, const T* py,
+    const TileRun<T>& run, int64_t begin, int32_t K, T alpha_max, const T* px, const T* py,
     const float* bounds, BwdChunk<T>& st) {
   // Per expert, the largest last contributor over the lanes: the expert's
   // later Gaussians are skipped without evaluation.
@@ -141,11 +112,8 @@ inline __attribute__((always_inline)) int64_t replay_chunk_impl(
     for (int l = 0; l < kLanes; ++l) {
       // The steps of splat_sample (moegs/composite.h), per lane; lanes past
       // their expert's last contributor (or padding, last = -1) take no part.
-      const T dx = mx - px[l];
-      const T dy = my - py[l];
-      const T sigma = T(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
-      const T vis = exp_cpu(-sigma);
-      const T alpha = clamp_max(o * vis, alpha_max);
+      T sigma, vis, alpha;
+      lane_sample(mx, my, a, b, c, o, alpha_max, px[l], py[l], &sigma, &vis, &alpha);
       const bool valid = j <= last[l] && !(sigma < T(0)) && !(alpha < thr);
       const T t = tr[l];
       r_alpha[l] = valid ? alpha : T(0);
@@ -165,7 +133,7 @@ inline __attribute__((always_inline)) int64_t replay_chunk_impl(
 // per lane, summed over the lanes into the position's intersection row.
 template <typename T>
 inline __attribute__((always_inline)) void backprop_chunk_impl(
-    const BwdRun<T>& run, const RasterizeBwdArgs<T>& a, int64_t begin, int64_t F, T alpha_max,
+    const TileRun<T>& run, const RasterizeBwdArgs<T>& a, int64_t begin, int64_t F, T alpha_max,
     const T* px, const T* py, int64_t n_rec, BwdChunk<T>& st) {
   for (int64_t r = n_rec - 1; r >= 0; --r) {
     const int64_t q = st.rec_q[r];
@@ -234,34 +202,34 @@ inline __attribute__((always_inline)) void backprop_chunk_impl(
 }
 
 MOEGS_SIMD_CLONES
-int64_t replay_chunk_f32(const BwdRun<float>& run, int64_t begin, int32_t K, float alpha_max,
+int64_t replay_chunk_f32(const TileRun<float>& run, int64_t begin, int32_t K, float alpha_max,
                          const float* px, const float* py, const float* bounds,
                          BwdChunk<float>& st) {
   return replay_chunk_impl(run, begin, K, alpha_max, px, py, bounds, st);
 }
 
 MOEGS_SIMD_CLONES
-void backprop_chunk_f32(const BwdRun<float>& run, const RasterizeBwdArgs<float>& a, int64_t begin,
+void backprop_chunk_f32(const TileRun<float>& run, const RasterizeBwdArgs<float>& a, int64_t begin,
                         int64_t F, float alpha_max, const float* px, const float* py, int64_t n_rec,
                         BwdChunk<float>& st) {
   backprop_chunk_impl(run, a, begin, F, alpha_max, px, py, n_rec, st);
 }
 
-int64_t replay_chunk(const BwdRun<float>& run, int64_t begin, int32_t K, float alpha_max,
+int64_t replay_chunk(const TileRun<float>& run, int64_t begin, int32_t K, float alpha_max,
                      const float* px, const float* py, const float* bounds, BwdChunk<float>& st) {
   return replay_chunk_f32(run, begin, K, alpha_max, px, py, bounds, st);
 }
-int64_t replay_chunk(const BwdRun<double>& run, int64_t begin, int32_t K, double alpha_max,
+int64_t replay_chunk(const TileRun<double>& run, int64_t begin, int32_t K, double alpha_max,
                      const double* px, const double* py, const float* bounds,
                      BwdChunk<double>& st) {
   return replay_chunk_impl(run, begin, K, alpha_max, px, py, bounds, st);
 }
-void backprop_chunk(const BwdRun<float>& run, const RasterizeBwdArgs<float>& a, int64_t begin,
+void backprop_chunk(const TileRun<float>& run, const RasterizeBwdArgs<float>& a, int64_t begin,
                     int64_t F, float alpha_max, const float* px, const float* py, int64_t n_rec,
                     BwdChunk<float>& st) {
   backprop_chunk_f32(run, a, begin, F, alpha_max, px, py, n_rec, st);
 }
-void backprop_chunk(const BwdRun<double>& run, const RasterizeBwdArgs<double>& a, int64_t begin,
+void backprop_chunk(const TileRun<double>& run, const RasterizeBwdArgs<double>& a, int64_t begin,
                     int64_t F, double alpha_max, const double* px, const double* py, int64_t n_rec,
                     BwdChunk<double>& st) {
   backprop_chunk_impl(run, a, begin, F, alpha_max, px, py, n_rec, st);
@@ -278,11 +246,11 @@ void backprop_tiles(const RasterizeBwdArgs<T>& a, const RasterizeDims& d,
   const T alpha_max = T(p.alpha_max);
   const std::vector<int64_t> order = tiles_by_cost(a.isect_offsets, num_tiles, d.num_isects);
   const int64_t n_workers = std::max<int64_t>(1, at::get_num_threads());
-  std::vector<BwdRun<T>> runs(n_workers);
+  std::vector<TileRun<T>> runs(n_workers);
   std::vector<BwdChunk<T>> chunks(n_workers);
   parallel_dynamic(order, [&](int64_t t) {
     const int64_t worker = std::min<int64_t>(at::get_thread_num(), n_workers - 1);
-    BwdRun<T>& run = runs[worker];
+    TileRun<T>& run = runs[worker];
     BwdChunk<T>& st = chunks[worker];
     const int64_t i = t / tiles_per_image;
     const int32_t ty = static_cast<int32_t>((t % tiles_per_image) / d.tiles_x);
@@ -294,30 +262,16 @@ void backprop_tiles(const RasterizeBwdArgs<T>& a, const RasterizeDims& d,
 
     const int32_t y_end = std::min(d.height, (ty + 1) * d.tile_size);
     const int32_t x_end = std::min(d.width, (tx + 1) * d.tile_size);
-    T px[kLanes], py[kLanes];
-    int32_t lane_ok[kLanes];
-    float bounds[4];
+    ChunkPixels<T, kCols, kRows> c;
     for (int32_t y0 = ty * d.tile_size; y0 < y_end; y0 += kRows) {
       for (int32_t x0 = tx * d.tile_size; x0 < x_end; x0 += kCols) {
-        const int32_t n_cols = std::min<int32_t>(kCols, x_end - x0);
-        const int32_t n_rows = std::min<int32_t>(kRows, y_end - y0);
-        for (int l = 0; l < kLanes; ++l) {
-          px[l] = T(x0 + l % kCols) + T(p.pixel_offset);
-          py[l] = T(y0 + l / kCols) + T(p.pixel_offset);
-          lane_ok[l] = (l % kCols) < n_cols && (l / kCols) < n_rows;
-        }
-        bounds[0] = float(T(x0) + T(p.pixel_offset));
-        bounds[1] = float(T(x0 + n_cols - 1) + T(p.pixel_offset));
-        bounds[2] = float(T(y0) + T(p.pixel_offset));
-        bounds[3] = float(T(y0 + n_rows - 1) + T(p.pixel_offset));
-        // lane l is pixel (y0 + l / kCols, x0 + l % kCols); padding lanes have no contributor
+        c.set(x0, y0, x_end, y_end, p.pixel_offset);
+        // padding lanes have no contributor
         for (int32_t k = 0; k < K; ++k)
           for (int l = 0; l < kLanes; ++l)
             st.last[k * kLanes + l] =
-                lane_ok[l] ? a.last_ids[(i * K + k) * plane + int64_t(y0 + l / kCols) * d.width +
-                                        x0 + l % kCols]
-                           : kNoContributor;
-        const int64_t n_rec = replay_chunk(run, begin, K, alpha_max, px, py, bounds, st);
+                c.ok[l] ? a.last_ids[(i * K + k) * plane + c.pixel(l, d.width)] : kNoContributor;
+        const int64_t n_rec = replay_chunk(run, begin, K, alpha_max, c.px, c.py, c.bounds, st);
         // Per expert and lane: background gradient and the cotangents of the pixel.
         std::fill(st.v_render.begin(), st.v_render.end(), T(0));
         std::fill(st.v_alphas.begin(), st.v_alphas.end(), T(0));
@@ -327,9 +281,8 @@ void backprop_tiles(const RasterizeBwdArgs<T>& a, const RasterizeDims& d,
           const T* bg = a.backgrounds + (i * K + k) * F;
           T* v_bg = a.tile_v_backgrounds + (t * K + k) * F;
           for (int l = 0; l < kLanes; ++l) {
-            if (!lane_ok[l]) continue;
-            const int64_t o =
-                (i * K + k) * plane + int64_t(y0 + l / kCols) * d.width + x0 + l % kCols;
+            if (!c.ok[l]) continue;
+            const int64_t o = (i * K + k) * plane + c.pixel(l, d.width);
             const T* vr = a.v_render + o * F;
             st.v_alphas[k * kLanes + l] = a.v_alphas[o];
             st.v_bg_dot[k * kLanes + l] =
@@ -337,7 +290,7 @@ void backprop_tiles(const RasterizeBwdArgs<T>& a, const RasterizeDims& d,
             for (int64_t f = 0; f < F; ++f) st.v_render[(k * F + f) * kLanes + l] = vr[f];
           }
         }
-        backprop_chunk(run, a, begin, F, alpha_max, px, py, n_rec, st);
+        backprop_chunk(run, a, begin, F, alpha_max, c.px, c.py, n_rec, st);
       }
     }
   });

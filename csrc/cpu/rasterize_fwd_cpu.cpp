@@ -32,38 +32,6 @@ constexpr int kCols = 16;              // chunk width: one AVX-512 register of f
 constexpr int kRows = MOEGS_FWD_CHUNK_ROWS;  // chunk height
 constexpr int kLanes = kCols * kRows;   // pixels per chunk
 
-// A tile's run, structure of arrays, as the chunk loop reads it.
-template <typename T>
-struct TileRun {
-  std::vector<T> mx, my, ca, cb, cc, op;
-  std::vector<float> x_lo, x_hi, y_lo, y_hi;
-  std::vector<int32_t> expert;
-  std::vector<const T*> feature;
-  int64_t n = 0;
-  bool present[kMaxExperts];
-
-  void load(const RasterizeFwdArgs<T>& a, int64_t F, int64_t begin, int64_t end) {
-    n = end - begin;
-    for (auto* v : {&mx, &my, &ca, &cb, &cc, &op}) v->resize(n);
-    for (auto* v : {&x_lo, &x_hi, &y_lo, &y_hi}) v->resize(n);
-    expert.resize(n);
-    feature.resize(n);
-    std::fill(present, present + kMaxExperts, false);
-    for (int64_t q = 0; q < n; ++q) {
-      const int64_t g = a.flatten_ids[begin + q];
-      const Splat<T> s = load_splat(a.means2d, a.conics, a.opacities, a.expert_ids, g);
-      mx[q] = s.mean.x; my[q] = s.mean.y;
-      ca[q] = s.conic.x; cb[q] = s.conic.y; cc[q] = s.conic.z;
-      op[q] = s.opacity;
-      const SplatBox box = splat_box(s);
-      x_lo[q] = box.x_lo; x_hi[q] = box.x_hi; y_lo[q] = box.y_lo; y_hi[q] = box.y_hi;
-      expert[q] = s.expert;
-      feature[q] = a.features + g * F;
-      present[s.expert] = true;
-    }
-  }
-};
-
 // Per-chunk state: [K][kLanes] transmittance, last contributor, still-active
 // flag, and [K][F][kLanes] accumulated features.
 template <typename T>
@@ -122,11 +90,8 @@ inline __attribute__((always_inline)) void blend_chunk_impl(
 #pragma omp simd reduction(+ : n_contrib, n_saturated)
     for (int l = 0; l < kLanes; ++l) {
       // The steps of splat_sample / composite_step (moegs/composite.h), per lane.
-      const T dx = mx - px[l];
-      const T dy = my - py[l];
-      const T sigma = T(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
-      const T vis = exp_cpu(-sigma);
-      const T alpha = clamp_max(o * vis, alpha_max);
+      T sigma, vis, alpha;
+      lane_sample(mx, my, a, b, c, o, alpha_max, px[l], py[l], &sigma, &vis, &alpha);
       const bool valid = act[l] != 0 && !(sigma < T(0)) && !(alpha < thr);
       const T t = tr[l];
       const T next = transmittance_behind(t, alpha);
@@ -209,29 +174,16 @@ void rasterize_fwd_kernel(const RasterizeFwdArgs<T>& a, const RasterizeDims& d,
 
     const int32_t y_end = std::min(d.height, (ty + 1) * d.tile_size);
     const int32_t x_end = std::min(d.width, (tx + 1) * d.tile_size);
-    T px[kLanes], py[kLanes];
-    int32_t lane_ok[kLanes];
-    float bounds[4];
+    ChunkPixels<T, kCols, kRows> c;
     for (int32_t y0 = ty * d.tile_size; y0 < y_end; y0 += kRows) {
       for (int32_t x0 = tx * d.tile_size; x0 < x_end; x0 += kCols) {
-        const int32_t n_cols = std::min<int32_t>(kCols, x_end - x0);
-        const int32_t n_rows = std::min<int32_t>(kRows, y_end - y0);
-        for (int l = 0; l < kLanes; ++l) {
-          px[l] = T(x0 + l % kCols) + T(p.pixel_offset);
-          py[l] = T(y0 + l / kCols) + T(p.pixel_offset);
-          lane_ok[l] = (l % kCols) < n_cols && (l / kCols) < n_rows;
-        }
-        bounds[0] = float(T(x0) + T(p.pixel_offset));
-        bounds[1] = float(T(x0 + n_cols - 1) + T(p.pixel_offset));
-        bounds[2] = float(T(y0) + T(p.pixel_offset));
-        bounds[3] = float(T(y0 + n_rows - 1) + T(p.pixel_offset));
-        blend_chunk(run, begin, K, F, alpha_max, min_t, px, py, lane_ok, n_cols * n_rows, bounds, st);
+        c.set(x0, y0, x_end, y_end, p.pixel_offset);
+        blend_chunk(run, begin, K, F, alpha_max, min_t, c.px, c.py, c.ok, c.n_valid, c.bounds, st);
         for (int32_t k = 0; k < K; ++k) {
           const T* bg = a.backgrounds + (i * K + k) * F;
           for (int l = 0; l < kLanes; ++l) {
-            if (!lane_ok[l]) continue;
-            const int32_t y = y0 + l / kCols, x = x0 + l % kCols;
-            const int64_t o = (i * K + k) * plane + int64_t(y) * d.width + x;
+            if (!c.ok[l]) continue;
+            const int64_t o = (i * K + k) * plane + c.pixel(l, d.width);
             const T trans = st.trans[k * kLanes + l];
             T* out = a.render + o * F;
             for (int64_t f = 0; f < F; ++f) out[f] = st.acc[(k * F + f) * kLanes + l];
