@@ -149,6 +149,12 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _model_data_out(p) -> None:
+    p.add_argument("--model", required=True, help="model file written by train or demo")
+    p.add_argument("--data", required=True, help="dataset folder (format detected)")
+    p.add_argument("--out", required=True, help="output folder")
+
+
 def _common(p, iters_default=None, router_default=None):
     p.add_argument("--experts", type=_expert_list, default=None,
                    help="comma-separated mixture members from static, mlp, hexplane, embedding, polynomial, "
@@ -214,9 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="render a trained mixture: PNGs per view, blend and gate-map videos",
                        description="Renders MODEL (model_<mode>.pt from train/demo) at the cameras of PATH: "
                        "target, blend, members and gate map per view, and blend.mp4 / gates.mp4 over time.")
-    r.add_argument("--model", required=True, help="model file written by train or demo")
-    r.add_argument("--data", required=True, help="dataset folder (format detected)")
-    r.add_argument("--out", required=True, help="output folder")
+    _model_data_out(r)
     r.add_argument("--split", choices=("test", "train"), default="test", help="which cameras (default: test)")
     r.add_argument("--frames", type=_positive, default=24, help="frames of the videos (default: 24)")
     r.set_defaults(func=_cmd_render)
@@ -224,9 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a trained mixture on held-out cameras; writes results.json",
                        description="PSNR / SSIM of the blend and of each member inside the mixture on PATH's "
                        "held-out cameras, and router_nmi where motion labels exist; writes OUT/results.json.")
-    e.add_argument("--model", required=True, help="model file written by train or demo")
-    e.add_argument("--data", required=True, help="dataset folder (format detected)")
-    e.add_argument("--out", required=True, help="output folder")
+    _model_data_out(e)
     e.set_defaults(func=_cmd_eval)
 
     for sp in (d, t):

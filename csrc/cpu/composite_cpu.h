@@ -158,6 +158,27 @@ struct ChunkPixels {
   }
 };
 
+// Tile t of a batch of images: its image, its run of intersections
+// [begin, end) and its pixel rectangle [x0, x_end) x [y0, y_end).
+struct TileTask {
+  int64_t image, begin, end;
+  int32_t x0, y0, x_end, y_end;
+};
+
+inline TileTask tile_task(const RasterizeDims& d, const int32_t* isect_offsets, int64_t t) {
+  const int64_t tiles_per_image = int64_t(d.tiles_x) * d.tiles_y;
+  const int32_t ty = static_cast<int32_t>((t % tiles_per_image) / d.tiles_x);
+  const int32_t tx = static_cast<int32_t>(t % d.tiles_x);
+  TileTask k;
+  k.image = t / tiles_per_image;
+  tile_range(isect_offsets, d.num_images * tiles_per_image, d.num_isects, t, &k.begin, &k.end);
+  k.x0 = tx * d.tile_size;
+  k.y0 = ty * d.tile_size;
+  k.x_end = std::min(d.width, (tx + 1) * d.tile_size);
+  k.y_end = std::min(d.height, (ty + 1) * d.tile_size);
+  return k;
+}
+
 // Runs body(t) for every t in [0, n) on torch's intra-op threads
 // (torch.get_num_threads()), handing out items one at a time from a shared
 // counter in the order given, so threads stay busy however uneven the items'

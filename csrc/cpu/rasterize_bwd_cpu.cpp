@@ -238,8 +238,7 @@ void backprop_chunk(const TileRun<double>& run, const RasterizeBwdArgs<double>& 
 template <typename T>
 void backprop_tiles(const RasterizeBwdArgs<T>& a, const RasterizeDims& d,
                     const CompositeParams& p) {
-  const int64_t tiles_per_image = int64_t(d.tiles_x) * d.tiles_y;
-  const int64_t num_tiles = d.num_images * tiles_per_image;
+  const int64_t num_tiles = d.num_images * int64_t(d.tiles_x) * d.tiles_y;
   const int32_t K = d.num_experts;
   const int64_t F = d.num_features;
   const int64_t plane = int64_t(d.height) * d.width;
@@ -252,20 +251,15 @@ void backprop_tiles(const RasterizeBwdArgs<T>& a, const RasterizeDims& d,
     const int64_t worker = std::min<int64_t>(at::get_thread_num(), n_workers - 1);
     TileRun<T>& run = runs[worker];
     BwdChunk<T>& st = chunks[worker];
-    const int64_t i = t / tiles_per_image;
-    const int32_t ty = static_cast<int32_t>((t % tiles_per_image) / d.tiles_x);
-    const int32_t tx = static_cast<int32_t>(t % d.tiles_x);
-    int64_t begin, end;
-    tile_range(a.isect_offsets, num_tiles, d.num_isects, t, &begin, &end);
-    run.load(a, F, begin, end);
+    const TileTask tk = tile_task(d, a.isect_offsets, t);
+    const int64_t i = tk.image, begin = tk.begin;
+    run.load(a, F, tk.begin, tk.end);
     st.resize(run.n, K, F);
 
-    const int32_t y_end = std::min(d.height, (ty + 1) * d.tile_size);
-    const int32_t x_end = std::min(d.width, (tx + 1) * d.tile_size);
     ChunkPixels<T, kCols, kRows> c;
-    for (int32_t y0 = ty * d.tile_size; y0 < y_end; y0 += kRows) {
-      for (int32_t x0 = tx * d.tile_size; x0 < x_end; x0 += kCols) {
-        c.set(x0, y0, x_end, y_end, p.pixel_offset);
+    for (int32_t y0 = tk.y0; y0 < tk.y_end; y0 += kRows) {
+      for (int32_t x0 = tk.x0; x0 < tk.x_end; x0 += kCols) {
+        c.set(x0, y0, tk.x_end, tk.y_end, p.pixel_offset);
         // padding lanes have no contributor
         for (int32_t k = 0; k < K; ++k)
           for (int l = 0; l < kLanes; ++l)
