@@ -133,3 +133,29 @@ def sharing_bound(separate_s: float, composite_s: float, calls: int) -> float:
     if not (0 <= composite_s <= separate_s) or calls < 1:
         raise ValueError("need 0 <= composite_s <= separate_s and calls >= 1")
     return separate_s / (composite_s + (separate_s - composite_s) / calls)
+
+
+def fit_note(xs: Sequence[float], ys: Sequence[float], fit: Dict[str, float]) -> str:
+    """One sentence on how the cost per unit of x moves from the smallest to the largest x and on which side
+    of the fitted line (from :func:`linear_fit`) the smallest-x point lies, read from the data.
+
+    xs: tile intersections (count), ys: times (any unit), same length, x values > 0.
+    """
+    if len(xs) != len(ys) or len(xs) < 2:
+        raise ValueError(f"need at least two (x, y) pairs, got {len(xs)} x and {len(ys)} y values")
+    if min(xs) <= 0:
+        raise ValueError("x values must be > 0")
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    lo, hi = order[0], order[-1]
+    per_lo, per_hi = ys[lo] / xs[lo], ys[hi] / xs[hi]
+    change = per_hi / per_lo - 1 if per_lo != 0 else math.inf
+    if abs(change) < 0.10:
+        trend = "The cost per intersection stays within 10% from the smallest to the largest scene"
+    elif change < 0:
+        trend = f"The cost per intersection falls by {100 * -change:.0f}% from the smallest to the largest scene"
+    else:
+        trend = f"The cost per intersection rises by {100 * change:.0f}% from the smallest to the largest scene"
+    predicted = fit["intercept"] + fit["slope"] * xs[lo]
+    side = "over-predicts" if predicted > ys[lo] else "under-predicts"
+    dev = abs(ys[lo] - predicted) / abs(ys[lo]) if ys[lo] != 0 else math.inf
+    return f"{trend}; the line {side} the smallest scene by {100 * dev:.0f}%."

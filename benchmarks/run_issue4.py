@@ -221,9 +221,9 @@ def report(res: Dict, command: str) -> str:
             f"a = {1e3 * fit_f['intercept']:.1f} ms, R² {fit_f['r2']:.4f}, largest deviation "
             f"{100 * fit_f['max_rel_dev']:.0f}%; forward+backward b = {1e9 * fit_b['slope']:.1f} ns, "
             f"a = {1e3 * fit_b['intercept']:.1f} ms, R² {fit_b['r2']:.4f}, largest deviation "
-            f"{100 * fit_b['max_rel_dev']:.0f}%. The cost per intersection falls as the scene gets denser "
-            f"(pixels saturate sooner, so more offered pairs are skipped), so the line over-predicts the "
-            f"small scenes." + (f" Plot: `{res['svg']}`." if res.get("svg") else ""), ""]
+            f"{100 * fit_b['max_rel_dev']:.0f}%. "
+            + R.fit_note([r["isects"] for r in sc], [r["fwdbwd_s"] for r in sc], fit_b)
+            + (f" Plot: `{res['svg']}`." if res.get("svg") else ""), ""]
     return "\n".join(out) + "\n"
 
 
@@ -275,7 +275,8 @@ def main(argv=None) -> int:
             x_label="tile intersections", y_label="time (ms)")
         with open(a.svg, "w") as f:
             f.write(svg)
-        res["svg"] = os.path.relpath(a.svg, os.path.dirname(HERE))
+        repo, svg_abs = os.path.dirname(HERE), os.path.abspath(a.svg)
+        res["svg"] = os.path.relpath(svg_abs, repo) if svg_abs.startswith(repo + os.sep) else svg_abs
     text = report(res, command)
     print(text)
     if a.append_results:

@@ -62,3 +62,25 @@ def test_markdown_table():
     assert R.markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|:---|---:|\n| 1 | 2 |"
     with pytest.raises(ValueError):
         R.markdown_table(["a", "b"], [["1"]])
+
+
+def test_fit_note_reads_trend_and_misfit_from_the_data():
+    # x = (1, 2, 3), y = (1, 3, 2): slope 0.5, intercept 1, fit 1.5 at x = 1 (50% above y); y/x 1 -> 2/3
+    xs, ys = [1, 2, 3], [1, 3, 2]
+    assert R.fit_note(xs, ys, R.linear_fit(xs, ys)) == (
+        "The cost per intersection falls by 33% from the smallest to the largest scene; "
+        "the line over-predicts the smallest scene by 50%.")
+    # y = (1, 3, 6): slope 2.5, intercept -5/3, fit 5/6 at x = 1 (17% below y); y/x 1 -> 2
+    ys = [1, 3, 6]
+    assert R.fit_note(xs, ys, R.linear_fit(xs, ys)) == (
+        "The cost per intersection rises by 100% from the smallest to the largest scene; "
+        "the line under-predicts the smallest scene by 17%.")
+    # x = (4, 1, 2) unsorted, y = (4.2, 1, 2): y/x 1 -> 1.05; slope 15/14, intercept -0.1, fit 0.9714 at x = 1
+    xs, ys = [4, 1, 2], [4.2, 1, 2]
+    assert R.fit_note(xs, ys, R.linear_fit(xs, ys)) == (
+        "The cost per intersection stays within 10% from the smallest to the largest scene; "
+        "the line under-predicts the smallest scene by 3%.")
+    with pytest.raises(ValueError):
+        R.fit_note([0, 1], [1, 2], R.linear_fit([0, 1], [1, 2]))
+    with pytest.raises(ValueError):
+        R.fit_note([1], [1], {"slope": 1, "intercept": 0})
