@@ -242,9 +242,10 @@ def render_pipeline(
         if visible_rows is not None:
             visible_rows.set_from_mask(sel.any(dim=1).reshape(*batch, N))
         batch_ids, camera_ids, gaussian_ids = sel.nonzero(as_tuple=True)
-        if gaussian_ids.numel() == B * C * N:
+        if not torch.compiler.is_compiling() and gaussian_ids.numel() == B * C * N:
             # Every Gaussian is visible in every image: the ids run in row-major order over [B, C, N], so
             # the packed rows are the dense rows and a reshape replaces the gathers (and their backward).
+            # Under torch.compile the count is data-dependent, so the gathers stay.
             radii_r = radii.reshape(B * C * N, 2)
             means2d_r = means2d.reshape(B * C * N, 2)
             depths_r = depths.reshape(B * C * N)
