@@ -242,13 +242,25 @@ def render_pipeline(
         if visible_rows is not None:
             visible_rows.set_from_mask(sel.any(dim=1).reshape(*batch, N))
         batch_ids, camera_ids, gaussian_ids = sel.nonzero(as_tuple=True)
-        radii_r = radii.reshape(B, C, N, 2)[batch_ids, camera_ids, gaussian_ids]
-        means2d_r = means2d.reshape(B, C, N, 2)[batch_ids, camera_ids, gaussian_ids]
-        depths_r = depths.reshape(B, C, N)[batch_ids, camera_ids, gaussian_ids]
-        conics_r = conics.reshape(B, C, N, 3)[batch_ids, camera_ids, gaussian_ids]
-        opac_r = opacities_pc.reshape(B, C, N)[batch_ids, camera_ids, gaussian_ids]
-        feat_r = features.reshape(B, C, N, F)[batch_ids, camera_ids, gaussian_ids]
-        ids_r = ids_pc.reshape(B, C, N)[batch_ids, camera_ids, gaussian_ids].contiguous()
+        if not torch.compiler.is_compiling() and gaussian_ids.numel() == B * C * N:
+            # Every Gaussian is visible in every image: the ids run in row-major order over [B, C, N], so
+            # the packed rows are the dense rows and a reshape replaces the gathers (and their backward).
+            # Under torch.compile the count is data-dependent, so the gathers stay.
+            radii_r = radii.reshape(B * C * N, 2)
+            means2d_r = means2d.reshape(B * C * N, 2)
+            depths_r = depths.reshape(B * C * N)
+            conics_r = conics.reshape(B * C * N, 3)
+            opac_r = opacities_pc.reshape(B * C * N).contiguous()
+            feat_r = features.reshape(B * C * N, F)
+            ids_r = ids_pc.reshape(B * C * N).contiguous()
+        else:
+            radii_r = radii.reshape(B, C, N, 2)[batch_ids, camera_ids, gaussian_ids]
+            means2d_r = means2d.reshape(B, C, N, 2)[batch_ids, camera_ids, gaussian_ids]
+            depths_r = depths.reshape(B, C, N)[batch_ids, camera_ids, gaussian_ids]
+            conics_r = conics.reshape(B, C, N, 3)[batch_ids, camera_ids, gaussian_ids]
+            opac_r = opacities_pc.reshape(B, C, N)[batch_ids, camera_ids, gaussian_ids]
+            feat_r = features.reshape(B, C, N, F)[batch_ids, camera_ids, gaussian_ids]
+            ids_r = ids_pc.reshape(B, C, N)[batch_ids, camera_ids, gaussian_ids].contiguous()
         image_ids = (batch_ids * C + camera_ids).to(torch.int32)
         batch_ids, camera_ids, gaussian_ids = (t.to(torch.int64) for t in (batch_ids, camera_ids, gaussian_ids))
         n_images_arg = I
