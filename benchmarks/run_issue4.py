@@ -164,7 +164,9 @@ def report(res: Dict, command: str) -> str:
            f"Command: `{command}`  ",
            f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']}, moegs {m['moegs']} "
            f"({m['moegs_git']}); 1-min load average at start {m['load_avg_1min_at_start']}"
-           + (f", at end {res['load_avg_1min_at_end']}" if "load_avg_1min_at_end" in res else "") + ". CPU only.", ""]
+           + (f", at end {res['load_avg_1min_at_end']}" if "load_avg_1min_at_end" in res else "")
+           + (f"; measurements took {res['elapsed_s'] / 60:.1f} min" if "elapsed_s" in res else "")
+           + ". CPU only.", ""]
     recs = res["records"]
     # 1
     rows, ok1 = [], True
@@ -223,10 +225,11 @@ def report(res: Dict, command: str) -> str:
             "The single pass composites the same (pixel, Gaussian) pairs as the separate calls and also renders "
             "each expert's depth; only the non-compositing work (projection, SH, sorting, call overhead) can be "
             "shared. The profiler bound assumes the single pass did that work once for all experts at the cost of "
-            "one call. The fixed-work bound times 1 call and "
-            f"{EXPERTS} calls on a near-empty scene ({', '.join(str(f['n_tiny']) for f in res.get('fixed_work', [])[:1])} "
-            "Gaussians) at the same image size: their difference is the per-call work a single pass can avoid, "
-            "and separate / (separate − that difference) is the largest ratio sharing it can give.", ""]
+            "one call."
+            + (f" The fixed-work bound times 1 call and {EXPERTS} calls on a near-empty scene "
+               f"({res['fixed_work'][0]['n_tiny']} Gaussians) at the same image size: their difference is the "
+               "per-call work a single pass can avoid, and separate / (separate − that difference) is the largest "
+               "ratio sharing it can give." if res.get("fixed_work") else ""), ""]
     # 4
     big = max(recs, key=lambda r: (r["n"], r["width"]))
     rss = max(x["moegs_peak_rss_growth_mb"] for x in recs if (x["n"], x["width"]) == (big["n"], big["width"]))
@@ -281,6 +284,7 @@ def main(argv=None) -> int:
     sizes = QUICK_SIZES if a.quick else SIZES
     sc_ns, sc_res = QUICK_SCALING if a.quick else SCALING
     command = "python benchmarks/run_issue4.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    t_start = time.perf_counter()
     res: Dict = {"machine": BR.machine_info(), "command": command}
     if res["machine"]["load_avg_1min_at_start"] > 0.5:
         BR.log(f"warning: load average {res['machine']['load_avg_1min_at_start']}: timings will be noisy")
@@ -296,6 +300,7 @@ def main(argv=None) -> int:
     res["scaling_res"], res["scaling_threads"] = sc_res, max(threads)
     res["scaling"] = scaling(sc_ns, sc_res, max(threads), a.repeats)
     res["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
+    res["elapsed_s"] = round(time.perf_counter() - t_start, 1)
     res["when"] = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")  # end of the measurements
     if a.svg:
         xs = [r["isects"] for r in res["scaling"]]
