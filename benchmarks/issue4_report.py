@@ -135,6 +135,17 @@ def sharing_bound(separate_s: float, composite_s: float, calls: int) -> float:
     return separate_s / (composite_s + (separate_s - composite_s) / calls)
 
 
+def fixed_work_bound(separate_s: float, one_call_s: float, calls_s: float, calls: int) -> float:
+    """Largest speedup one pass could have over ``calls`` separate calls taking ``separate_s`` seconds in all,
+    if it saved exactly the per-call fixed work: ``one_call_s`` and ``calls_s`` are the times of 1 call and of
+    ``calls`` calls on a near-empty scene at the same image size, so (calls_s − one_call_s) is the fixed work
+    a single pass can avoid, and the single pass needs at least separate_s − (calls_s − one_call_s) seconds."""
+    if calls < 1 or not (0 < one_call_s) or separate_s <= 0:
+        raise ValueError("need separate_s > 0, one_call_s > 0 and calls >= 1")
+    saved = min(max(calls_s - one_call_s, 0.0), separate_s * (1 - 1e-9))
+    return separate_s / (separate_s - saved)
+
+
 def fit_note(xs: Sequence[float], ys: Sequence[float], fit: Dict[str, float]) -> str:
     """One sentence on how the cost per unit of x moves from the smallest to the largest x and on which side
     of the fitted line (from :func:`linear_fit`) the smallest-x point lies, read from the data.

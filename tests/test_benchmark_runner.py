@@ -84,3 +84,13 @@ def test_fit_note_reads_trend_and_misfit_from_the_data():
         R.fit_note([0, 1], [1, 2], R.linear_fit([0, 1], [1, 2]))
     with pytest.raises(ValueError):
         R.fit_note([1], [1], {"slope": 1, "intercept": 0})
+
+
+def test_fixed_work_bound():
+    # 4 calls take 100 ms; on a near-empty scene 1 call takes 2 ms and 4 calls 8 ms: 6 ms of fixed work can be
+    # shared, so one pass needs at least 94 ms
+    assert R.fixed_work_bound(0.100, 0.002, 0.008, 4) == pytest.approx(100 / 94)
+    # no fixed work (or noise making 4 calls faster than 1): no speedup available
+    assert R.fixed_work_bound(0.100, 0.002, 0.001, 4) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        R.fixed_work_bound(0.1, 0.0, 0.01, 4)
