@@ -7,7 +7,7 @@ import time
 
 # Budgets of the built-in scene. ``demo`` is the quick main job; ``--benchmark`` is the full comparison.
 DEMO = dict(iters=150, router_iters=75, singles=None, equal_compute=False)
-BENCHMARK = dict(iters=300, router_iters=150, singles="all", equal_compute=True)
+BENCHMARK = dict(iters=1000, router_iters=300, singles="all", equal_compute=True)
 
 
 def _expert_list(text: str):

@@ -31,7 +31,8 @@ from moegs.train import TrainConfig, Trainer, expert_checkpoint, load_checkpoint
 ALL_EXPERTS = ("static", "mlp", "hexplane", "embedding", "polynomial", "keyframe")
 # the published Technicolor triple of MoE-GS: Ex4DGS + E-D3DGS + STG
 DEFAULT_MIXTURE = ("keyframe", "embedding", "polynomial")
-# experts initialised from a scene's time-tagged point cloud when it has one, with their build options
+# experts that also take each point's time from a scene's time-tagged point cloud, with their build options
+# (the narrow temporal scale of the published Spacetime-Gaussians Technicolor configuration)
 TEMPORAL_INIT = {"polynomial": {"t_scale_init": -2.0}}
 # colours of the gate maps, one per expert slot (red, blue, green, yellow, purple, cyan, ...)
 GATE_COLORS = torch.tensor(
@@ -81,42 +82,98 @@ class ExperimentConfig:
 
 
 def build_member(name: str, scene, cfg: ExperimentConfig) -> nn.Module:
-    """A freshly initialised expert from the scene's point cloud (the same init for every use of ``name``)."""
+    """A freshly initialised expert from the scene's point cloud (the same init for every use of ``name``).
+
+    When the scene has a time-tagged cloud (``scene.temporal_points`` [Q, 7]: xyz, rgb, time; the union of
+    per-frame clouds), every expert starts from its points, so all experts share one initial point set.
+    The experts in ``TEMPORAL_INIT`` also use each point's time (Spacetime Gaussians centre a Gaussian in
+    time at the frame that seeded it). Without it, every expert starts from ``scene.points``.
+    """
     from moegs.experts import build_expert
 
     torch.manual_seed(cfg.seed)
     opts = dict(cfg.expert_options.get(name, {}))
     points, colors = scene.points, scene.point_colors
     temporal = getattr(scene, "temporal_points", None)
-    if name in TEMPORAL_INIT and temporal is not None and len(temporal) and "point_times" not in opts:
-        # Spacetime Gaussians start from the union of per-frame point clouds, each point centred in time at
-        # its frame, with the narrow temporal scale of the published Technicolor configuration
+    if temporal is not None and len(temporal) and "point_times" not in opts:
         points, colors = temporal[:, :3], temporal[:, 3:6]
-        opts["point_times"] = temporal[:, 6]
-        for k, v in TEMPORAL_INIT[name].items():
-            opts.setdefault(k, v)
+        if name in TEMPORAL_INIT:
+            opts["point_times"] = temporal[:, 6]
+            for k, v in TEMPORAL_INIT[name].items():
+                opts.setdefault(k, v)
     return build_expert(name, points, colors, sh_degree=cfg.sh_degree, scene_radius=float(scene.radius), **opts)
 
 
 # ----------------------------------------------------------------------------------------------------- evaluation
+def class_means(values: torch.Tensor, labels: torch.Tensor, n_classes: int) -> List[Optional[float]]:
+    """Mean of a per-pixel map over each label class (e.g. squared error → MSE per motion class).
+
+    Args:
+        values: [V, H, W] per-pixel values of V views.
+        labels: [V, H, W] integer class per pixel (-1: unknown, ignored).
+        n_classes: number of classes C.
+    Returns:
+        C values: the mean of ``values`` over the pixels of each class (None for a class with no pixel).
+    """
+    out: List[Optional[float]] = []
+    for k in range(n_classes):
+        m = labels == k
+        out.append(float(values[m].double().mean()) if bool(m.any()) else None)
+    return out
+
+
+def class_oracle_psnr(member_sq_err: torch.Tensor, labels: torch.Tensor, n_classes: int) -> float:
+    """Held-out PSNR of the best per-class choice among members: an upper bound for any router that gives
+    each motion class to one member everywhere (chosen with the held-out errors, so it is an oracle).
+
+    Args:
+        member_sq_err: [K, V, H, W] per-pixel squared error of each member.
+        labels: [V, H, W] class per pixel; pixels of unknown class (-1) keep the first member's error.
+    Returns:
+        mean over the V views of the PSNR (dB) of the composed error map.
+    """
+    composed = member_sq_err[0].clone()
+    for k in range(n_classes):
+        m = labels == k
+        if bool(m.any()):
+            best = min(range(member_sq_err.shape[0]), key=lambda i: float(member_sq_err[i][m].double().mean()))
+            composed[m] = member_sq_err[best][m]
+    mse = composed.double().flatten(1).mean(1).clamp_min(1e-20)
+    return float((-10.0 * torch.log10(mse)).mean())
+
+
+def _labels_of(cameras: Sequence) -> Optional[torch.Tensor]:
+    """[V, H, W] motion labels of the cameras, or None unless every camera has them."""
+    labs = [getattr(c, "labels", None) for c in cameras]
+    return None if any(x is None for x in labs) else torch.stack(labs)
+
+
 @torch.no_grad()
 def evaluate_expert(expert: nn.Module, cameras: Sequence, background: torch.Tensor) -> dict:
     """Mean PSNR / SSIM of one expert over ``cameras`` (each with an ``image``)."""
     from moegs.metrics import psnr, ssim
 
-    ps, ss = [], []
+    ps, ss, se = [], [], []
     for cam in cameras:
         img, _, _ = render_expert(expert, cam, cam.time, background)
         img = img.clamp(0, 1)
         ps.append(psnr(img, cam.image))
         ss.append(ssim(img, cam.image))
-    return {"psnr": sum(ps) / len(ps), "ssim": sum(ss) / len(ss), "gaussians": int(expert.num_gaussians)}
+        se.append((img - cam.image).square().mean(-1))
+    res = {"psnr": sum(ps) / len(ps), "ssim": sum(ss) / len(ss), "gaussians": int(expert.num_gaussians)}
+    labels = _labels_of(cameras)
+    if labels is not None:
+        res["class_mse"] = class_means(torch.stack(se), labels, int(labels.max()) + 1)
+    return res
 
 
 @torch.no_grad()
 def evaluate_mixture(mixture: MixtureOfExperts, cameras: Sequence) -> dict:
     """Mean PSNR / SSIM of the blend over ``cameras``, per-member PSNR inside the mixture, and ``router_nmi``
-    (normalised mutual information between the per-pixel argmax expert and the motion labels, where present)."""
+    (normalised mutual information between the per-pixel argmax expert and the motion labels, where present).
+
+    With motion labels, also: ``class_mse`` (blend and members, MSE per class), ``class_gate`` (mean gate of
+    each member per class) and ``class_oracle_psnr`` (see :func:`class_oracle_psnr`)."""
     import numpy as np
 
     from moegs.metrics import normalized_mutual_info, psnr, ssim
@@ -124,9 +181,13 @@ def evaluate_mixture(mixture: MixtureOfExperts, cameras: Sequence) -> dict:
     ps, ss, arg, lab = [], [], [], []
     members, members_ssim = [[] for _ in mixture.experts], [[] for _ in mixture.experts]
     gate_share = torch.zeros(mixture.num_experts)
+    se_blend, se_members, gates = [], [], []
     for cam in cameras:
         out = mixture.render(cam)
         img = out.image.clamp(0, 1)
+        se_blend.append((img - cam.image).square().mean(-1))
+        se_members.append(torch.stack([(x.clamp(0, 1) - cam.image).square().mean(-1) for x in out.expert_images]))
+        gates.append(out.gates)
         ps.append(psnr(img, cam.image))
         ss.append(ssim(img, cam.image))
         for k in range(mixture.num_experts):
@@ -144,6 +205,15 @@ def evaluate_mixture(mixture: MixtureOfExperts, cameras: Sequence) -> dict:
         "gaussians": int(sum(e.num_gaussians for e in mixture.experts)),
     }
     res["router_nmi"] = float(normalized_mutual_info(np.concatenate(arg), np.concatenate(lab))) if arg else None
+    labels = _labels_of(cameras)
+    if labels is not None:
+        C = int(labels.max()) + 1
+        members_se = torch.stack(se_members, 1)  # [K, V, H, W]
+        gate_maps = torch.stack(gates, 1)  # [K, V, H, W]
+        res["class_mse"] = {"blend": class_means(torch.stack(se_blend), labels, C),
+                            **{n: class_means(members_se[k], labels, C) for k, n in enumerate(mixture.names)}}
+        res["class_gate"] = {n: class_means(gate_maps[k], labels, C) for k, n in enumerate(mixture.names)}
+        res["class_oracle_psnr"] = class_oracle_psnr(members_se, labels, C)
     return res
 
 
@@ -248,7 +318,8 @@ def run_experiment(scene, cfg: ExperimentConfig, out: str, resume: bool = False,
     bg = scene.background.to(torch.float32)
     K = len(cfg.experts)
     results: dict = {"experts": {}, "config": asdict(cfg), "scene": getattr(scene, "name", ""),
-                     "n_train_views": len(scene.train), "n_test_views": len(scene.test)}
+                     "n_train_views": len(scene.train), "n_test_views": len(scene.test),
+                     "label_names": getattr(scene, "label_names", None)}
     singles = list(dict.fromkeys([*cfg.singles, *(cfg.experts if cfg.staged else ())]))
     trained: Dict[str, nn.Module] = {}
     for name in singles:
@@ -340,13 +411,43 @@ def results_table(results: dict) -> str:
             it = f"{r['iters']}+{r['router_iters']}r" if "router_iters" in r else str(r["iters"])
             rows.append((f"MoE {key[4:]} ({'+'.join(r['experts'])})", it, f"{r['psnr']:.2f}", f"{r['ssim']:.3f}",
                          f"{r['seconds']:.0f}", str(r.get("gaussians", ""))))
-    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)) for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = _format_rows(rows)
     tail = []
     if results.get("gain_db") is not None:
         tail.append(f"MoE ({results['moe'].get('mode', '')}) − best single ({results['best_single']}): "
                     f"{results['gain_db']:+.2f} dB")
     if results.get("router_nmi") is not None:
         tail.append(f"router NMI (argmax expert vs motion labels): {results['router_nmi']:.3f}")
-    return "\n".join(lines + [""] + tail)
+    classes = class_table(results)
+    return "\n".join(lines + [""] + tail + ([""] + classes if classes else []))
+
+
+def _format_rows(rows: List[Tuple[str, ...]]) -> List[str]:
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return lines
+
+
+def class_table(results: dict) -> List[str]:
+    """Lines of a table of held-out MSE ×10³ per motion class (single experts, each mixture's blend), then the
+    staged mixture's per-class oracle; empty when the run had no motion labels."""
+    rows = []
+    for n, r in results.get("experts", {}).items():
+        if r.get("class_mse"):
+            rows.append((n, r["class_mse"]))
+    for key in ("moe_staged", "moe_joint"):
+        r = results.get(key, {})
+        if r.get("class_mse"):
+            rows.append((f"MoE {key[4:]}", r["class_mse"]["blend"]))
+    if not rows:
+        return []
+    C = len(rows[0][1])
+    names = results.get("label_names") or [f"class {k}" for k in range(C)]
+    table = [("held-out MSE x1e3", *names[:C])]
+    table += [(n, *("-" if v is None else f"{1e3 * v:.2f}" for v in vals)) for n, vals in rows]
+    out = _format_rows(table)
+    if "class_oracle_psnr" in results.get("moe_staged", {}):
+        out.append(f"best member per class, chosen on the held-out views (staged members): "
+                   f"{results['moe_staged']['class_oracle_psnr']:.2f} dB")
+    return out

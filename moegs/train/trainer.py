@@ -215,6 +215,14 @@ class Trainer:
         if ck.get("mode") != self.mode or len(ck["experts"]) != len(self.experts):
             raise ValueError(f"checkpoint {self.checkpoint} is for another run (mode {ck.get('mode')!r}, "
                              f"{len(ck['experts'])} experts)")
+        names = [getattr(e, "name", "") for e in self.experts]
+        if [s.get("name", "") for s in ck["experts"]] != names:
+            raise ValueError(f"checkpoint {self.checkpoint} holds experts {[s.get('name') for s in ck['experts']]}, "
+                             f"this run trains {names}")
+        changed = sorted(k for k, v in asdict(self.cfg).items() if ck.get("config", {}).get(k, v) != v)
+        if changed:
+            raise ValueError(f"checkpoint {self.checkpoint} was written with other settings ({', '.join(changed)}); "
+                             "resume with the same settings, or use a new output folder")
         for e, s in zip(self.experts, ck["experts"]):
             load_expert_state(e, s)
         if self.router is not None and ck["router"] is not None:

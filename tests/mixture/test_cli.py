@@ -74,6 +74,10 @@ def test_train_joint_and_resume(tiny_scene, tmp_path, capsys):
         assert json.load(f)["config"]["joint_warmup"] == 2
     assert main(argv[:-3] + ["--out", str(tmp_path / "bad"), "--no-media", "--joint-warmup", "3"]) == 2
     assert "joint_warmup" in capsys.readouterr().err
+    # resuming with other settings is refused instead of silently reusing the finished checkpoint
+    assert main(argv + ["--resume", "--joint-warmup", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "joint_warmup" in err
     with pytest.raises(SystemExit):
         build_parser().parse_args(argv + ["--joint-warmup", "-1"])
 

@@ -1,3 +1,4 @@
+import math
 import os
 
 import pytest
@@ -127,9 +128,9 @@ def test_atomic_checkpoint(tmp_path, monkeypatch):
         load_checkpoint(os.path.join(tmp_path, "missing.pt"))
 
 
-def test_members_take_the_time_tagged_cloud_only_where_their_recipe_does():
-    """The polynomial expert starts from the scene's per-frame cloud, centred in time at each point's frame;
-    the other experts start from the frame-0 cloud; an explicit option wins."""
+def test_members_share_the_time_tagged_cloud_and_only_the_polynomial_expert_uses_its_times():
+    """With a per-frame cloud every expert starts from its points; the polynomial expert also centres each
+    Gaussian in time at its point's frame. Without it, the frame-0 cloud; an explicit option wins."""
     import types
 
     from moegs.experiment import ExperimentConfig, build_member
@@ -145,9 +146,39 @@ def test_members_take_the_time_tagged_cloud_only_where_their_recipe_does():
     assert torch.equal(poly.splats["means"].detach(), tp[:, :3])
     assert torch.allclose(poly.splats["t_center"].detach(), tp[:, 6])
     assert torch.allclose(poly.splats["t_scale"].detach(), torch.full((50,), -2.0))
-    assert build_member("hexplane", scene, cfg).num_gaussians == 30
+    hexplane = build_member("hexplane", scene, cfg)
+    assert torch.equal(hexplane.splats["means"].detach(), tp[:, :3])
+    assert torch.allclose(hexplane.splats["sh0"].detach()[:, 0], (tp[:, 3:6] - 0.5) / 0.28209479177387814)
     scene.temporal_points = None
     assert build_member("polynomial", scene, cfg).num_gaussians == 30
+    assert build_member("hexplane", scene, cfg).num_gaussians == 30
     scene.temporal_points = tp
     own = ExperimentConfig(sh_degree=0, expert_options={"polynomial": {"point_times": torch.zeros(30)}})
     assert build_member("polynomial", scene, own).num_gaussians == 30
+
+
+def test_class_means_and_class_oracle_on_hand_computed_values():
+    from moegs.experiment import class_means, class_oracle_psnr
+
+    labels = torch.tensor([[[0, 0], [1, -1]]])  # [V=1, 2, 2]
+    a = torch.tensor([[[0.01, 0.03], [0.04, 9.0]]])  # member 0: class 0 mean 0.02, class 1: 0.04
+    b = torch.tensor([[[0.02, 0.04], [0.01, 5.0]]])  # member 1: class 0 mean 0.03, class 1: 0.01
+    means = class_means(a, labels, 3)
+    assert means[:2] == pytest.approx([0.02, 0.04]) and means[2] is None
+    # oracle: class 0 from member 0, class 1 from member 1, the unlabelled pixel keeps member 0's error
+    composed = (0.01 + 0.03 + 0.01 + 9.0) / 4
+    assert class_oracle_psnr(torch.stack([a, b]), labels, 2) == pytest.approx(-10 * math.log10(composed))
+
+
+def test_class_table_lists_singles_and_mixtures():
+    from moegs.experiment import class_table
+
+    res = {"label_names": ["room", "cube"],
+           "experts": {"static": {"class_mse": [0.002, None]}, "mlp": {}},
+           "moe_staged": {"class_mse": {"blend": [0.001, 0.02]}, "class_oracle_psnr": 25.5}}
+    lines = class_table(res)
+    assert "room" in lines[0] and "cube" in lines[0]
+    assert any(line.startswith("static") and "2.00" in line and "-" in line for line in lines)
+    assert any(line.startswith("MoE staged") and "20.00" in line for line in lines)
+    assert lines[-1].endswith("25.50 dB")
+    assert class_table({"experts": {"mlp": {}}}) == []
