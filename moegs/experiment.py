@@ -32,8 +32,9 @@ ALL_EXPERTS = ("static", "mlp", "hexplane", "embedding", "polynomial", "keyframe
 # the published Technicolor triple of MoE-GS: Ex4DGS + E-D3DGS + STG
 DEFAULT_MIXTURE = ("keyframe", "embedding", "polynomial")
 # experts that also take each point's time from a scene's time-tagged point cloud, with their build options
-# (the narrow temporal scale of the published Spacetime-Gaussians Technicolor configuration)
-TEMPORAL_INIT = {"polynomial": {"t_scale_init": -2.0}}
+# (polynomial: the narrow temporal scale of the published Spacetime-Gaussians Technicolor configuration;
+# keyframe: points seen after the first frame start as dynamic Gaussians centred in time at their frame)
+TEMPORAL_INIT = {"polynomial": {"t_scale_init": -2.0}, "keyframe": {}}
 # colours of the gate maps, one per expert slot (red, blue, green, yellow, purple, cyan, ...)
 GATE_COLORS = torch.tensor(
     [[0.90, 0.25, 0.20], [0.20, 0.50, 0.95], [0.25, 0.80, 0.30], [0.95, 0.80, 0.20],
@@ -87,7 +88,8 @@ def build_member(name: str, scene, cfg: ExperimentConfig) -> nn.Module:
     When the scene has a time-tagged cloud (``scene.temporal_points`` [Q, 7]: xyz, rgb, time; the union of
     per-frame clouds), every expert starts from its points, so all experts share one initial point set.
     The experts in ``TEMPORAL_INIT`` also use each point's time (Spacetime Gaussians centre a Gaussian in
-    time at the frame that seeded it). Without it, every expert starts from ``scene.points``.
+    time at the frame that seeded it; the keyframe expert makes the Gaussians of later frames dynamic, visible
+    around their frame). Without it, every expert starts from ``scene.points``.
     """
     from moegs.experts import build_expert
 
@@ -142,6 +144,36 @@ def class_oracle_psnr(member_sq_err: torch.Tensor, labels: torch.Tensor, n_class
     return float((-10.0 * torch.log10(mse)).mean())
 
 
+def class_blend_oracle_psnr(member_images: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
+                            n_classes: int) -> float:
+    """Held-out PSNR of the best per-class linear blend of members: within each class one weight per member
+    (any sign, no softmax), fitted by least squares on the held-out pixels themselves. An upper bound for every
+    router whose gates are constant within a motion class (a softmax gate is one such blend), and an oracle:
+    the weights see the held-out targets.
+
+    Args:
+        member_images: [K, V, H, W, 3] renders of the K members on V views.
+        targets: [V, H, W, 3] ground truth.
+        labels: [V, H, W] class per pixel; pixels of unknown class (-1) keep the first member's colour.
+    Returns:
+        mean over the V views of the PSNR (dB) of the blended images.
+    """
+    K = member_images.shape[0]
+    if member_images.shape[1:] != targets.shape or targets.shape[:3] != labels.shape:
+        raise ValueError(f"shapes do not match: members {tuple(member_images.shape)}, targets "
+                         f"{tuple(targets.shape)}, labels {tuple(labels.shape)}")
+    blend = member_images[0].clone()
+    for k in range(n_classes):
+        m = labels == k
+        if bool(m.any()):
+            A = member_images[:, m].reshape(K, -1).T.double().cpu()  # [pixels·3, K]
+            b = targets[m].reshape(-1, 1).double().cpu()
+            w = torch.linalg.lstsq(A, b).solution  # [K, 1]; rank-deficient A (equal members) is fine
+            blend[m] = (A @ w).to(blend).reshape(-1, 3)
+    mse = (blend - targets).square().double().flatten(1).mean(1).clamp_min(1e-20)
+    return float((-10.0 * torch.log10(mse)).mean())
+
+
 def _labels_of(cameras: Sequence) -> Optional[torch.Tensor]:
     """[V, H, W] motion labels of the cameras, or None unless every camera has them."""
     labs = [getattr(c, "labels", None) for c in cameras]
@@ -149,14 +181,18 @@ def _labels_of(cameras: Sequence) -> Optional[torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate_expert(expert: nn.Module, cameras: Sequence, background: torch.Tensor) -> dict:
-    """Mean PSNR / SSIM of one expert over ``cameras`` (each with an ``image``)."""
+def evaluate_expert(expert: nn.Module, cameras: Sequence, background: torch.Tensor,
+                    images: Optional[list] = None) -> dict:
+    """Mean PSNR / SSIM of one expert over ``cameras`` (each with an ``image``). The clamped renders
+    ([H, W, 3] each) are appended to ``images`` when it is given."""
     from moegs.metrics import psnr, ssim
 
     ps, ss, se = [], [], []
     for cam in cameras:
         img, _, _ = render_expert(expert, cam, cam.time, background)
         img = img.clamp(0, 1)
+        if images is not None:
+            images.append(img)
         ps.append(psnr(img, cam.image))
         ss.append(ssim(img, cam.image))
         se.append((img - cam.image).square().mean(-1))
@@ -173,7 +209,8 @@ def evaluate_mixture(mixture: MixtureOfExperts, cameras: Sequence) -> dict:
     (normalised mutual information between the per-pixel argmax expert and the motion labels, where present).
 
     With motion labels, also: ``class_mse`` (blend and members, MSE per class), ``class_gate`` (mean gate of
-    each member per class) and ``class_oracle_psnr`` (see :func:`class_oracle_psnr`)."""
+    each member per class), ``class_oracle_psnr`` (see :func:`class_oracle_psnr`) and ``class_blend_oracle_psnr``
+    (see :func:`class_blend_oracle_psnr`)."""
     import numpy as np
 
     from moegs.metrics import normalized_mutual_info, psnr, ssim
@@ -181,12 +218,13 @@ def evaluate_mixture(mixture: MixtureOfExperts, cameras: Sequence) -> dict:
     ps, ss, arg, lab = [], [], [], []
     members, members_ssim = [[] for _ in mixture.experts], [[] for _ in mixture.experts]
     gate_share = torch.zeros(mixture.num_experts)
-    se_blend, se_members, gates = [], [], []
+    se_blend, se_members, gates, member_images = [], [], [], []
     for cam in cameras:
         out = mixture.render(cam)
         img = out.image.clamp(0, 1)
         se_blend.append((img - cam.image).square().mean(-1))
         se_members.append(torch.stack([(x.clamp(0, 1) - cam.image).square().mean(-1) for x in out.expert_images]))
+        member_images.append(torch.stack([x.clamp(0, 1) for x in out.expert_images]))
         gates.append(out.gates)
         ps.append(psnr(img, cam.image))
         ss.append(ssim(img, cam.image))
@@ -214,6 +252,8 @@ def evaluate_mixture(mixture: MixtureOfExperts, cameras: Sequence) -> dict:
                             **{n: class_means(members_se[k], labels, C) for k, n in enumerate(mixture.names)}}
         res["class_gate"] = {n: class_means(gate_maps[k], labels, C) for k, n in enumerate(mixture.names)}
         res["class_oracle_psnr"] = class_oracle_psnr(members_se, labels, C)
+        targets = torch.stack([cam.image for cam in cameras])
+        res["class_blend_oracle_psnr"] = class_blend_oracle_psnr(torch.stack(member_images, 1), targets, labels, C)
     return res
 
 
@@ -300,7 +340,8 @@ def run_experiment(scene, cfg: ExperimentConfig, out: str, resume: bool = False,
 
     results.json: ``{"experts": {name: {"psnr", "ssim", "iters", "seconds", "gaussians"}}, "moe": {...},
     "moe_staged": {...}, "moe_joint": {...}, "equal_compute": {...}, "router_nmi": float, "best_single": name,
-    "gain_db": moe − best single, "config": {...}}``.
+    "gain_db": moe − best single, "config": {...}}``. With motion labels on the held-out views also
+    ``"singles_class_blend_oracle_psnr"`` (:func:`class_blend_oracle_psnr` over all single experts).
     """
     if cfg.primary not in ("joint", "staged"):
         raise ValueError(f"primary must be 'joint' or 'staged', got {cfg.primary!r}")
@@ -322,16 +363,25 @@ def run_experiment(scene, cfg: ExperimentConfig, out: str, resume: bool = False,
                      "label_names": getattr(scene, "label_names", None)}
     singles = list(dict.fromkeys([*cfg.singles, *(cfg.experts if cfg.staged else ())]))
     trained: Dict[str, nn.Module] = {}
+    labels = _labels_of(scene.test)
+    single_images: Dict[str, list] = {}
     for name in singles:
         e = build_member(name, scene, cfg)
         tr = Trainer("expert", [e], scene, cfg.train_config(cfg.iters), checkpoint=_stage(out, f"single_{name}"),
                      desc=f"{name} ({cfg.iters} it)").run(resume=resume, progress=progress)
-        ev = evaluate_expert(e, scene.test, bg)
+        single_images[name] = [] if labels is not None else None
+        ev = evaluate_expert(e, scene.test, bg, images=single_images[name])
         results["experts"][name] = {**ev, "iters": cfg.iters, "seconds": tr.seconds}
         _log(progress, f"{name:<11} PSNR {ev['psnr']:.2f} dB  SSIM {ev['ssim']:.3f}  {tr.seconds:.0f} s")
         trained[name] = e
     best = max(singles, key=lambda n: results["experts"][n]["psnr"]) if singles else None
     results["best_single"] = best
+    if labels is not None and len(singles) >= 2:
+        targets = torch.stack([cam.image for cam in scene.test])
+        stacked = torch.stack([torch.stack(single_images[n]) for n in singles])  # [S, V, H, W, 3]
+        results["singles_class_blend_oracle_psnr"] = class_blend_oracle_psnr(
+            stacked, targets, labels, int(labels.max()) + 1)
+    del single_images
 
     if cfg.staged:
         members = [copy.deepcopy(trained[n]) for n in cfg.experts]
@@ -447,7 +497,14 @@ def class_table(results: dict) -> List[str]:
     table = [("held-out MSE x1e3", *names[:C])]
     table += [(n, *("-" if v is None else f"{1e3 * v:.2f}" for v in vals)) for n, vals in rows]
     out = _format_rows(table)
-    if "class_oracle_psnr" in results.get("moe_staged", {}):
+    staged = results.get("moe_staged", {})
+    if "class_oracle_psnr" in staged:
         out.append(f"best member per class, chosen on the held-out views (staged members): "
-                   f"{results['moe_staged']['class_oracle_psnr']:.2f} dB")
+                   f"{staged['class_oracle_psnr']:.2f} dB")
+    if "class_blend_oracle_psnr" in staged:
+        out.append(f"best linear blend per class, fitted on the held-out views (staged members): "
+                   f"{staged['class_blend_oracle_psnr']:.2f} dB")
+    if results.get("singles_class_blend_oracle_psnr") is not None:
+        out.append(f"best linear blend per class, fitted on the held-out views (all {len(results['experts'])} "
+                   f"single experts): {results['singles_class_blend_oracle_psnr']:.2f} dB")
     return out

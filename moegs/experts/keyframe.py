@@ -91,10 +91,20 @@ class KeyframeExpert(DeformationExpert):
     ``promote_window`` fraction of training, the ``promote_fraction`` of static Gaussians with the largest
     drift become dynamic; their keyframes start on the drift line (P_k = d·t_k) and at their current rotation.
 
+    Seeding from per-frame points (``point_times``): a Gaussian seeded by a point observed after the first
+    time step starts dynamic, on a still trajectory (P_k = 0), with both temporal centres at that point's time
+    and total width ``seed_width`` on each side. This is the published rule (a converted Gaussian's opacity is
+    centred at the frame where it fits best) applied to Gaussians whose best frame is known from the start;
+    points of the first time step start static.
+
     Args:
         num_keyframes: K; or derived from ``num_frames`` and ``keyframe_interval`` (published 10 frames) as
             ceil((num_frames − 1) / interval) + 1.
         dynamic_fraction: fraction of Gaussians that start dynamic (evenly spaced indices).
+        point_times: optional [P] normalised time at which each point was observed (see above).
+        seed_width: temporal width w of the Gaussians seeded dynamic (normalised time); default half the
+            smallest gap between distinct ``point_times``, so a neighbouring frame sees at most e^-4 of them,
+            but at least 1.5 × the minimum width (frames denser than the keyframes).
     """
 
     name = "keyframe"
@@ -103,7 +113,7 @@ class KeyframeExpert(DeformationExpert):
                  num_keyframes: Optional[int] = None, num_frames: Optional[int] = None,
                  keyframe_interval: int = 10, dynamic_fraction: float = 0.0, promote_fraction: float = 0.02,
                  promote_every: int = 100, promote_window=(0.1, 0.75), drift_reg: float = 1e-4,
-                 motion_reg: float = 1e-4):
+                 motion_reg: float = 1e-4, point_times: Optional[Tensor] = None, seed_width: Optional[float] = None):
         super().__init__(points, colors, sh_degree=sh_degree, scene_radius=scene_radius)
         if num_keyframes is None:
             if num_frames is None:
@@ -129,12 +139,44 @@ class KeyframeExpert(DeformationExpert):
         n_dyn = int(round(dynamic_fraction * n))
         if n_dyn > 0:
             flag[torch.linspace(0, n - 1, n_dyn).round().long()] = 1.0
+        center = torch.tensor([0.0, 1.0]).repeat(n, 1)
+        logwidth = torch.full((n, 2), math.log(0.1))
+        if point_times is not None:
+            times = self._check_point_times(point_times, n)
+            seeded = times > times.min()
+            if bool(seeded.any()):
+                width = self._seed_width(times, seed_width)
+                flag[seeded] = 1.0
+                center[seeded] = times[seeded, None].expand(-1, 2)
+                logwidth[seeded] = math.log(width - self.min_width)
+        elif seed_width is not None:
+            raise ValueError("seed_width needs point_times")
         self.splats["drift"] = torch.nn.Parameter(torch.zeros(n, 3))
         self.splats["dynamic"] = torch.nn.Parameter(flag)
         self.splats["kf_means"] = torch.nn.Parameter(torch.zeros(n, K, 3))
         self.splats["kf_quats"] = torch.nn.Parameter(self.splats["quats"].detach()[:, None].repeat(1, K, 1))
-        self.splats["t_center"] = torch.nn.Parameter(torch.tensor([0.0, 1.0]).repeat(n, 1))
-        self.splats["t_logwidth"] = torch.nn.Parameter(torch.full((n, 2), math.log(0.1)))
+        self.splats["t_center"] = torch.nn.Parameter(center)
+        self.splats["t_logwidth"] = torch.nn.Parameter(logwidth)
+
+    @staticmethod
+    def _check_point_times(point_times, n: int) -> Tensor:
+        if not isinstance(point_times, Tensor) or point_times.shape != (n,):
+            raise ValueError(f"point_times must be a tensor of shape [{n}], got "
+                             f"{getattr(point_times, 'shape', type(point_times).__name__)}")
+        times = point_times.detach().to(torch.float32).cpu()
+        if not torch.isfinite(times).all() or times.min() < 0 or times.max() > 1:
+            raise ValueError("point_times must be finite and in [0, 1]")
+        return times
+
+    def _seed_width(self, times: Tensor, seed_width: Optional[float]) -> float:
+        """Total temporal width of seeded dynamic Gaussians: ``seed_width`` or half the smallest time gap."""
+        if seed_width is None:
+            distinct = torch.unique(times)
+            seed_width = max(0.5 * float((distinct[1:] - distinct[:-1]).min()), 1.5 * self.min_width)
+        if not math.isfinite(seed_width) or seed_width <= self.min_width:
+            raise ValueError(f"seed_width must exceed the minimum temporal width {self.min_width:.4g} "
+                             f"(1 / (2·2.36·(K − 1)) for K = {self.num_keyframes} keyframes), got {seed_width}")
+        return float(seed_width)
 
     @property
     def keyframe_times(self) -> Tensor:

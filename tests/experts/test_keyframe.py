@@ -158,3 +158,48 @@ def test_promotion_keeps_the_trajectory_and_marks_dynamic():
     e.step_schedule(15, 100)  # not a promotion step
     assert int(e.splats["dynamic"].sum()) == 8
     assert float(e.splat_lrs()["dynamic"]) == 0.0
+
+
+def test_points_of_later_frames_start_dynamic_and_visible_around_their_frame():
+    times = torch.arange(32).remainder(4).float() / 3  # four frames, 1/3 apart; frame 0 at indices 0, 4, ...
+    e = _expert(num_keyframes=5, point_times=times)
+    later = times > 0
+    assert torch.equal(e.splats["dynamic"].detach(), later.float())
+    torch.testing.assert_close(e.splats["t_center"].detach()[later], times[later, None].expand(-1, 2))
+    assert torch.equal(e.splats["t_center"].detach()[~later], torch.tensor([0.0, 1.0]).expand(8, 2))
+    width = 0.5 / 3  # half the frame gap: the total width exp(v) + min_width
+    torch.testing.assert_close(torch.exp(e.splats["t_logwidth"].detach()[later]) + e.min_width,
+                               torch.full((24, 2), width))
+    # still trajectory at the seed position; full opacity at its own frame, e^-4 at the neighbouring frame
+    base = torch.sigmoid(e.splats["opacities"].detach())
+    i = 1  # seeded at t = 1/3
+    with torch.no_grad():
+        assert float(e(1 / 3).opacities[i] / base[i]) == pytest.approx(1.0, abs=1e-6)
+        assert float(e(2 / 3).opacities[i] / base[i]) == pytest.approx(math.exp(-4.0), rel=1e-4)
+        torch.testing.assert_close(e(2 / 3).means[i], e.splats["means"].detach()[i])
+        # static Gaussians of frame 0 keep full opacity at every time
+        assert float(e(1.0).opacities[0] / base[0]) == pytest.approx(1.0, abs=1e-6)
+    assert torch.equal(_expert(num_keyframes=5, point_times=times, seed_width=0.1).splats["t_logwidth"].detach()[1],
+                       torch.full((2,), math.log(0.1 - e.min_width)))
+
+
+def test_point_times_are_validated():
+    with pytest.raises(ValueError, match="shape"):
+        _expert(point_times=torch.zeros(5))
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        _expert(point_times=torch.full((32,), 1.5))
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        _expert(point_times=torch.full((32,), float("nan")))
+    with pytest.raises(ValueError, match="seed_width"):
+        _expert(num_keyframes=5, point_times=torch.arange(32).remainder(2).float(), seed_width=0.01)
+    with pytest.raises(ValueError, match="needs point_times"):
+        _expert(seed_width=0.2)
+    # a single time step: nothing is seeded dynamic
+    assert float(_expert(point_times=torch.zeros(32)).splats["dynamic"].sum()) == 0.0
+
+
+def test_seed_width_default_is_bounded_below_when_frames_are_denser_than_keyframes():
+    times = torch.arange(32).float() / 31  # 32 frames, 11 keyframes: half a frame gap is below the minimum width
+    e = _expert(point_times=times)
+    torch.testing.assert_close(torch.exp(e.splats["t_logwidth"].detach()[1:]) + e.min_width,
+                               torch.full((31, 2), 1.5 * e.min_width))

@@ -1,6 +1,7 @@
 """CLI smoke tests on a tiny built-in scene: train (staged and joint), render, eval, demo; results.json schema."""
 
 import json
+import math
 import os
 
 import pytest
@@ -90,6 +91,8 @@ def test_demo_smoke(tmp_path, capsys):
         res = json.load(f)
     _check_schema(res, ["static", "polynomial"])
     assert {"moe_staged", "moe_joint"} <= set(res)
+    assert math.isfinite(res["singles_class_blend_oracle_psnr"])
+    assert math.isfinite(res["moe_staged"]["class_blend_oracle_psnr"])
     assert os.path.exists(os.path.join(out, "renders", "gates.mp4"))
     assert "router NMI" in capsys.readouterr().out
 

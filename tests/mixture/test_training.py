@@ -128,9 +128,9 @@ def test_atomic_checkpoint(tmp_path, monkeypatch):
         load_checkpoint(os.path.join(tmp_path, "missing.pt"))
 
 
-def test_members_share_the_time_tagged_cloud_and_only_the_polynomial_expert_uses_its_times():
-    """With a per-frame cloud every expert starts from its points; the polynomial expert also centres each
-    Gaussian in time at its point's frame. Without it, the frame-0 cloud; an explicit option wins."""
+def test_members_share_the_time_tagged_cloud_and_only_temporal_experts_use_its_times():
+    """With a per-frame cloud every expert starts from its points; the polynomial and keyframe experts also
+    centre Gaussians in time at their point's frame. Without it, the frame-0 cloud; an explicit option wins."""
     import types
 
     from moegs.experiment import ExperimentConfig, build_member
@@ -148,6 +148,9 @@ def test_members_share_the_time_tagged_cloud_and_only_the_polynomial_expert_uses
     assert torch.allclose(poly.splats["t_scale"].detach(), torch.full((50,), -2.0))
     hexplane = build_member("hexplane", scene, cfg)
     assert torch.equal(hexplane.splats["means"].detach(), tp[:, :3])
+    keyframe = build_member("keyframe", scene, cfg)  # later-frame points start dynamic, centred at their time
+    assert torch.equal(keyframe.splats["dynamic"].detach(), (tp[:, 6] > 0).float())
+    assert torch.allclose(keyframe.splats["t_center"].detach()[1:, 0], tp[1:, 6])
     assert torch.allclose(hexplane.splats["sh0"].detach()[:, 0], (tp[:, 3:6] - 0.5) / 0.28209479177387814)
     scene.temporal_points = None
     assert build_member("polynomial", scene, cfg).num_gaussians == 30
@@ -170,15 +173,46 @@ def test_class_means_and_class_oracle_on_hand_computed_values():
     assert class_oracle_psnr(torch.stack([a, b]), labels, 2) == pytest.approx(-10 * math.log10(composed))
 
 
+def test_class_blend_oracle_matches_numpy_least_squares_per_class():
+    import numpy as np
+
+    from moegs.experiment import class_blend_oracle_psnr
+
+    g = torch.Generator().manual_seed(3)
+    members = torch.rand(3, 2, 5, 4, 3, generator=g)  # K=3 members, V=2 views of 5x4
+    target = torch.rand(2, 5, 4, 3, generator=g)
+    labels = torch.randint(0, 2, (2, 5, 4), generator=g)
+    labels[0, 0, 0] = -1  # unlabelled pixel keeps member 0
+    want = members[0].numpy().astype(np.float64).copy()
+    for k in range(2):
+        m = (labels == k).numpy()
+        A = np.stack([members[i].numpy()[m].ravel() for i in range(3)], axis=1).astype(np.float64)
+        w = np.linalg.lstsq(A, target.numpy()[m].ravel().astype(np.float64), rcond=None)[0]
+        want[m] = (A @ w).reshape(-1, 3)
+    mse = ((want - target.numpy()) ** 2).reshape(2, -1).mean(1)
+    got = class_blend_oracle_psnr(members, target, labels, 2)
+    assert got == pytest.approx(float(np.mean(-10 * np.log10(mse))), rel=1e-5)
+    # never below the best single member restricted to the same classes, and exact when the target is a blend
+    assert got >= max(class_blend_oracle_psnr(members[i:i + 1], target, labels, 2) for i in range(3)) - 1e-9
+    exact = 0.3 * members[1] - 0.2 * members[2] + 0.9 * members[0]
+    labels_all = labels.clamp_min(0)
+    assert class_blend_oracle_psnr(members, exact, labels_all, 2) > 100
+    with pytest.raises(ValueError, match="shapes"):
+        class_blend_oracle_psnr(members, target[:1], labels, 2)
+
+
 def test_class_table_lists_singles_and_mixtures():
     from moegs.experiment import class_table
 
     res = {"label_names": ["room", "cube"],
            "experts": {"static": {"class_mse": [0.002, None]}, "mlp": {}},
-           "moe_staged": {"class_mse": {"blend": [0.001, 0.02]}, "class_oracle_psnr": 25.5}}
+           "moe_staged": {"class_mse": {"blend": [0.001, 0.02]}, "class_oracle_psnr": 25.5,
+                          "class_blend_oracle_psnr": 26.25},
+           "singles_class_blend_oracle_psnr": 27.125}
     lines = class_table(res)
     assert "room" in lines[0] and "cube" in lines[0]
     assert any(line.startswith("static") and "2.00" in line and "-" in line for line in lines)
     assert any(line.startswith("MoE staged") and "20.00" in line for line in lines)
-    assert lines[-1].endswith("25.50 dB")
+    assert lines[-3].endswith("25.50 dB") and lines[-2].endswith("26.25 dB")
+    assert "all 2 single experts" in lines[-1] and lines[-1].endswith("27.12 dB")
     assert class_table({"experts": {"mlp": {}}}) == []
