@@ -504,7 +504,8 @@ def class_table(results: dict) -> List[str]:
     if "class_blend_oracle_psnr" in staged:
         out.append(f"best linear blend per class, fitted on the held-out views (staged members): "
                    f"{staged['class_blend_oracle_psnr']:.2f} dB")
-    if results.get("singles_class_blend_oracle_psnr") is not None:
+    same_set = set(results.get("experts", {})) == set(staged.get("experts", ()))
+    if results.get("singles_class_blend_oracle_psnr") is not None and not same_set:
         out.append(f"best linear blend per class, fitted on the held-out views (all {len(results['experts'])} "
                    f"single experts): {results['singles_class_blend_oracle_psnr']:.2f} dB")
     return out

@@ -107,6 +107,17 @@ def knn_indices(points: Tensor, k: int, chunk: int = 2048) -> Tensor:
     return out
 
 
+def check_point_times(point_times, n: int) -> Tensor:
+    """Validate per-point observation times: a [n] tensor of finite values in [0, 1]. Returns them as float32."""
+    if not isinstance(point_times, Tensor) or point_times.shape != (n,):
+        raise ValueError(f"point_times must be a tensor of shape [{n}], got "
+                         f"{getattr(point_times, 'shape', type(point_times).__name__)}")
+    times = point_times.detach().to(torch.float32)
+    if not torch.isfinite(times).all() or times.min() < 0 or times.max() > 1:
+        raise ValueError("point_times must be finite and in [0, 1]")
+    return times
+
+
 def check_time(t) -> float:
     """Validate a normalised time: a finite real number (or 0-d tensor) in [0, 1]."""
     if isinstance(t, Tensor):

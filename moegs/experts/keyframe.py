@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import DeformationExpert, GaussianSet, _check_step, check_time
+from .base import DeformationExpert, GaussianSet, _check_step, check_point_times, check_time
 
 
 def hermite_catmull_rom(keys: Tensor, t: float) -> Tensor:
@@ -142,7 +142,7 @@ class KeyframeExpert(DeformationExpert):
         center = torch.tensor([0.0, 1.0]).repeat(n, 1)
         logwidth = torch.full((n, 2), math.log(0.1))
         if point_times is not None:
-            times = self._check_point_times(point_times, n)
+            times = check_point_times(point_times, n).cpu()
             seeded = times > times.min()
             if bool(seeded.any()):
                 width = self._seed_width(times, seed_width)
@@ -157,16 +157,6 @@ class KeyframeExpert(DeformationExpert):
         self.splats["kf_quats"] = torch.nn.Parameter(self.splats["quats"].detach()[:, None].repeat(1, K, 1))
         self.splats["t_center"] = torch.nn.Parameter(center)
         self.splats["t_logwidth"] = torch.nn.Parameter(logwidth)
-
-    @staticmethod
-    def _check_point_times(point_times, n: int) -> Tensor:
-        if not isinstance(point_times, Tensor) or point_times.shape != (n,):
-            raise ValueError(f"point_times must be a tensor of shape [{n}], got "
-                             f"{getattr(point_times, 'shape', type(point_times).__name__)}")
-        times = point_times.detach().to(torch.float32).cpu()
-        if not torch.isfinite(times).all() or times.min() < 0 or times.max() > 1:
-            raise ValueError("point_times must be finite and in [0, 1]")
-        return times
 
     def _seed_width(self, times: Tensor, seed_width: Optional[float]) -> float:
         """Total temporal width of seeded dynamic Gaussians: ``seed_width`` or half the smallest time gap."""

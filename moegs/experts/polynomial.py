@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import DeformationExpert, GaussianSet
+from .base import DeformationExpert, GaussianSet, check_point_times
 
 
 class PolynomialExpert(DeformationExpert):
@@ -41,12 +41,7 @@ class PolynomialExpert(DeformationExpert):
         if point_times is None:
             centers = torch.rand(n, generator=torch.Generator().manual_seed(seed))
         else:
-            if not isinstance(point_times, Tensor) or point_times.shape != (n,):
-                raise ValueError(f"point_times must be a tensor of shape [{n}], got "
-                                 f"{getattr(point_times, 'shape', type(point_times).__name__)}")
-            centers = point_times.detach().to(torch.float32)
-            if not torch.isfinite(centers).all() or centers.min() < 0 or centers.max() > 1:
-                raise ValueError("point_times must be finite and in [0, 1]")
+            centers = check_point_times(point_times, n)
         if not math.isfinite(t_scale_init):
             raise ValueError(f"t_scale_init must be finite, got {t_scale_init}")
         self.splats["motion"] = torch.nn.Parameter(torch.zeros(n, 9))
