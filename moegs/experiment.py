@@ -140,8 +140,7 @@ def class_oracle_psnr(member_sq_err: torch.Tensor, labels: torch.Tensor, n_class
         if bool(m.any()):
             best = min(range(member_sq_err.shape[0]), key=lambda i: float(member_sq_err[i][m].double().mean()))
             composed[m] = member_sq_err[best][m]
-    mse = composed.double().flatten(1).mean(1).clamp_min(1e-20)
-    return float((-10.0 * torch.log10(mse)).mean())
+    return _mean_view_psnr(composed)
 
 
 def class_blend_oracle_psnr(member_images: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
@@ -170,7 +169,12 @@ def class_blend_oracle_psnr(member_images: torch.Tensor, targets: torch.Tensor, 
             b = targets[m].reshape(-1, 1).double().cpu()
             w = torch.linalg.lstsq(A, b).solution  # [K, 1]; rank-deficient A (equal members) is fine
             blend[m] = (A @ w).to(blend).reshape(-1, 3)
-    mse = (blend - targets).square().double().flatten(1).mean(1).clamp_min(1e-20)
+    return _mean_view_psnr((blend - targets).square())
+
+
+def _mean_view_psnr(sq_err: torch.Tensor) -> float:
+    """Mean over views of the PSNR (dB) of per-pixel squared errors ``sq_err [V, ...]`` (signal peak 1)."""
+    mse = sq_err.double().flatten(1).mean(1).clamp_min(1e-20)
     return float((-10.0 * torch.log10(mse)).mean())
 
 
@@ -188,6 +192,7 @@ def evaluate_expert(expert: nn.Module, cameras: Sequence, background: torch.Tens
     from moegs.metrics import psnr, ssim
 
     ps, ss, se = [], [], []
+    labels = _labels_of(cameras)  # per-pixel errors are kept only for the per-class numbers
     for cam in cameras:
         img, _, _ = render_expert(expert, cam, cam.time, background)
         img = img.clamp(0, 1)
@@ -195,9 +200,9 @@ def evaluate_expert(expert: nn.Module, cameras: Sequence, background: torch.Tens
             images.append(img)
         ps.append(psnr(img, cam.image))
         ss.append(ssim(img, cam.image))
-        se.append((img - cam.image).square().mean(-1))
+        if labels is not None:
+            se.append((img - cam.image).square().mean(-1))
     res = {"psnr": sum(ps) / len(ps), "ssim": sum(ss) / len(ss), "gaussians": int(expert.num_gaussians)}
-    labels = _labels_of(cameras)
     if labels is not None:
         res["class_mse"] = class_means(torch.stack(se), labels, int(labels.max()) + 1)
     return res
@@ -218,14 +223,16 @@ def evaluate_mixture(mixture: MixtureOfExperts, cameras: Sequence) -> dict:
     ps, ss, arg, lab = [], [], [], []
     members, members_ssim = [[] for _ in mixture.experts], [[] for _ in mixture.experts]
     gate_share = torch.zeros(mixture.num_experts)
+    labels = _labels_of(cameras)  # per-pixel maps are kept only for the per-class numbers
     se_blend, se_members, gates, member_images = [], [], [], []
     for cam in cameras:
         out = mixture.render(cam)
         img = out.image.clamp(0, 1)
-        se_blend.append((img - cam.image).square().mean(-1))
-        se_members.append(torch.stack([(x.clamp(0, 1) - cam.image).square().mean(-1) for x in out.expert_images]))
-        member_images.append(torch.stack([x.clamp(0, 1) for x in out.expert_images]))
-        gates.append(out.gates)
+        if labels is not None:
+            se_blend.append((img - cam.image).square().mean(-1))
+            member_images.append(torch.stack([x.clamp(0, 1) for x in out.expert_images]))
+            se_members.append((member_images[-1] - cam.image).square().mean(-1))
+            gates.append(out.gates)
         ps.append(psnr(img, cam.image))
         ss.append(ssim(img, cam.image))
         for k in range(mixture.num_experts):
@@ -243,7 +250,6 @@ def evaluate_mixture(mixture: MixtureOfExperts, cameras: Sequence) -> dict:
         "gaussians": int(sum(e.num_gaussians for e in mixture.experts)),
     }
     res["router_nmi"] = float(normalized_mutual_info(np.concatenate(arg), np.concatenate(lab))) if arg else None
-    labels = _labels_of(cameras)
     if labels is not None:
         C = int(labels.max()) + 1
         members_se = torch.stack(se_members, 1)  # [K, V, H, W]
