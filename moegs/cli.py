@@ -1,6 +1,7 @@
 """Command line: ``moegs demo``, ``moegs train``, ``moegs render``, ``moegs eval``."""
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -33,6 +34,13 @@ def _positive(text: str) -> int:
     v = int(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return v
 
 
@@ -79,7 +87,7 @@ def _cmd_demo(args) -> int:
         experts=experts, singles=ALL_EXPERTS if budget["singles"] == "all" else experts, iters=iters,
         router_iters=args.router_iters or budget["router_iters"], equal_compute=budget["equal_compute"],
         staged=True, joint=True, primary=args.primary, temperature=args.temperature, seed=args.seed,
-        joint_warmup=args.joint_warmup,
+        joint_warmup=args.joint_warmup, network_lr_scale=args.network_lr_scale,
     )
     scene = _builtin_scene(args.out, args.size, args.seed, args.resume, args.cameras, args.frames)
     print(f"built-in scene: {len(scene.train)} training and {len(scene.test)} held-out views, "
@@ -98,6 +106,7 @@ def _cmd_train(args) -> int:
         experts=args.experts, singles=args.experts if args.staged else (), iters=args.iters,
         router_iters=args.router_iters, staged=mode == "staged", joint=mode == "joint", primary=mode,
         temperature=args.temperature, seed=args.seed, joint_warmup=args.joint_warmup,
+        network_lr_scale=args.network_lr_scale,
     )
     res = run_experiment(scene, cfg, args.out, resume=args.resume, media=not args.no_media)
     print(f"model: {os.path.join(args.out, f'model_{mode}.pt')}")
@@ -162,6 +171,10 @@ def _common(p, iters_default=None, router_default=None):
     p.add_argument("--temperature", type=float, default=0.1,
                    help="router softmax temperature, the same in training and rendering (default: 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and camera order (default: 0)")
+    p.add_argument("--network-lr-scale", type=_positive_float, default=10.0, metavar="S",
+                   help="multiplies the published start learning rates of the experts' deformation networks, "
+                        "feature grids and temporal tables, which are set for 14k-80k-step schedules "
+                        "(default: 10; 1 keeps the published rates)")
     p.add_argument("--joint-warmup", type=_non_negative, default=0, metavar="N",
                    help="joint training: the first N iterations train each expert alone on the image before the "
                         "router joins (default: 0, end to end from the start)")

@@ -59,6 +59,10 @@ class ExperimentConfig:
         joint_warmup: joint mode only: first steps train each member alone before the router joins.
         seed: seeds initialisation and camera order.
         max_gaussians: densification stops for an expert holding this many Gaussians (0: no limit).
+        network_lr_scale: multiplies the start rate of every expert's network groups (deformation MLPs,
+            HexPlane grids, temporal tables). The published rates are set for 14k–80k-step schedules; over the
+            few hundred to few thousand steps run here they leave the deformation networks near their
+            initialisation, so 10× is the default (100× diverges). 1 keeps the published rates.
     """
 
     experts: Tuple[str, ...] = DEFAULT_MIXTURE
@@ -74,12 +78,14 @@ class ExperimentConfig:
     joint_warmup: int = 0
     seed: int = 0
     max_gaussians: int = 20_000
+    network_lr_scale: float = 10.0
     expert_options: Dict[str, dict] = field(default_factory=dict)
 
     def train_config(self, iters: int, **kw) -> TrainConfig:
         every = max(10, iters // 10)
         return TrainConfig(iters=iters, seed=self.seed, refine_start=every, refine_every=every, refine_stop_frac=0.5,
-                           max_gaussians=self.max_gaussians, checkpoint_every=max(50, iters // 10), **kw)
+                           max_gaussians=self.max_gaussians, checkpoint_every=max(50, iters // 10),
+                           network_lr_scale=self.network_lr_scale, **kw)
 
 
 def build_member(name: str, scene, cfg: ExperimentConfig) -> nn.Module:

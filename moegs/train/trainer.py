@@ -31,6 +31,8 @@ class TrainConfig:
 
     The expert learning rates are each expert's own (``splat_lrs`` / ``network_param_groups``); the position and
     network rates decay exponentially to ``lr_final_ratio`` of their start over the run, as in 3DGS.
+    ``network_lr_scale`` multiplies the start rate of every network group (deformation MLPs, feature planes,
+    temporal tables; not the per-Gaussian tensors): 1 keeps each expert's published rates.
     Router (MoE-GS, RAdam): ``w, w_dir`` 0.5 decaying log-linearly to 1 % over ``router_decay_steps``,
     ``w_time`` 0.05, Φ 0.05.
     """
@@ -39,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     lambda_dssim: float = 0.2
     lr_final_ratio: float = 0.01
+    network_lr_scale: float = 1.0
     densify: bool = True
     refine_start: int = 100
     refine_every: int = 100
@@ -94,6 +97,8 @@ class Trainer:
             raise ValueError("the scene has no training cameras")
         if cfg.iters < 1:
             raise ValueError(f"iters must be >= 1, got {cfg.iters}")
+        if not (math.isfinite(cfg.network_lr_scale) and cfg.network_lr_scale > 0):
+            raise ValueError(f"network_lr_scale must be finite and > 0, got {cfg.network_lr_scale}")
         self.mode, self.experts, self.scene, self.cfg = mode, list(experts), scene, cfg
         self.router, self.checkpoint, self.desc = router, checkpoint, desc or mode
         self.background = scene.background.to(torch.float32)
@@ -125,6 +130,7 @@ class Trainer:
             groups = [dict(g) for g in e.network_param_groups()] if train_experts else []
             groups = [g for g in groups if len(list(g["params"])) > 0]
             for g in groups:
+                g["lr"] = g["lr"] * cfg.network_lr_scale
                 g["initial_lr"] = g["lr"]
             self.net_opts.append(torch.optim.Adam(groups, eps=1e-15) if groups else None)
             if train_experts and cfg.densify:

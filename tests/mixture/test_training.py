@@ -48,6 +48,33 @@ def test_joint_updates_experts_and_router():
     assert len(tr.history) == 2
 
 
+@pytest.mark.parametrize("mode", ["expert", "joint"])
+def test_network_lr_scale_multiplies_only_network_groups(mode):
+    scene = toy_scene()
+    n = 1 if mode == "expert" else 2
+    router = PixelRouter(temperature=0.5) if mode == "joint" else None
+    base = Trainer(mode, [ToyExpert(seed=s) for s in range(n)], scene, _cfg(), router=router)
+    scaled = Trainer(mode, [ToyExpert(seed=s) for s in range(n)], scene, _cfg(network_lr_scale=7.0), router=router)
+    base.run(stop_after=0, progress=False)
+    scaled.run(stop_after=0, progress=False)
+    for k in range(n):
+        g0, g1 = base.net_opts[k].param_groups[0], scaled.net_opts[k].param_groups[0]
+        assert g1["lr"] == pytest.approx(7.0 * g0["lr"]) and g0["lr"] == pytest.approx(1e-3)
+        assert g1["initial_lr"] == pytest.approx(7e-3)
+        for name, opt in base.splat_opts[k].items():
+            assert scaled.splat_opts[k][name].param_groups[0]["lr"] == opt.param_groups[0]["lr"], name
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="network_lr_scale"):
+            Trainer("expert", [ToyExpert()], scene, _cfg(network_lr_scale=bad))
+
+
+def test_experiment_config_passes_its_network_lr_scale():
+    from moegs.experiment import ExperimentConfig
+
+    assert ExperimentConfig().train_config(100).network_lr_scale == 10.0
+    assert ExperimentConfig(network_lr_scale=1.0).train_config(100, densify=False).network_lr_scale == 1.0
+
+
 def test_router_time_column_moves_at_its_own_rate():
     from moegs.mixture import MixtureOfExperts
     from moegs.train import camera_index, photometric_loss
