@@ -171,10 +171,10 @@ def _common(p, iters_default=None, router_default=None):
     p.add_argument("--temperature", type=float, default=0.1,
                    help="router softmax temperature, the same in training and rendering (default: 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and camera order (default: 0)")
-    p.add_argument("--network-lr-scale", type=_positive_float, default=10.0, metavar="S",
+    p.add_argument("--network-lr-scale", type=_positive_float, default=3.0, metavar="S",
                    help="multiplies the published start learning rates of the experts' deformation networks, "
                         "feature grids and temporal tables, which are set for 14k-80k-step schedules "
-                        "(default: 10; 1 keeps the published rates)")
+                        "(default: 3; 1 keeps the published rates)")
     p.add_argument("--joint-warmup", type=_non_negative, default=0, metavar="N",
                    help="joint training: the first N iterations train each expert alone on the image before the "
                         "router joins (default: 0, end to end from the start)")

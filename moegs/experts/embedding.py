@@ -68,7 +68,8 @@ class EmbeddingExpert(DeformationExpert):
     opacity logit) (published 1e-4).
 
     Learning rates (published): z_g 2.5e-3 (the SH DC rate); the MLPs and the temporal table share the
-    deformation rate 1.6e-4 × scene radius (two groups here so they can be tuned apart).
+    deformation rate 1.6e-4 × scene radius (two groups here so they can be tuned apart). The network groups
+    are multiplied by ``ExperimentConfig.network_lr_scale`` (default 3) in ``moegs demo`` / ``moegs train``.
     """
 
     name = "embedding"

@@ -101,9 +101,10 @@ class HexPlaneExpert(DeformationExpert):
     q + Δq; opacity and colour are static. A coarse stage (the first ``coarse_fraction`` of training,
     ``step_schedule``) trains without deformation, as published (3k coarse before 14–20k fine iterations).
 
-    Learning rates (× scene radius, as published): MLP 1.6e-4, planes 1.6e-3. Regularisation (fine stage):
-    ``plane_tv_weight`` · plane_tv + ``time_smoothness_weight`` · time_smooth + ``l1_time_weight`` · l1_time
-    (published D-NeRF weights 1e-4 / 1e-2 / 1e-4).
+    Learning rates (× scene radius, as published): MLP 1.6e-4, planes 1.6e-3; ``moegs demo`` and
+    ``moegs train`` multiply both by ``ExperimentConfig.network_lr_scale`` (default 3) for their short budgets.
+    Regularisation (fine stage): ``plane_tv_weight`` · plane_tv + ``time_smoothness_weight`` · time_smooth
+    + ``l1_time_weight`` · l1_time (published D-NeRF weights 1e-4 / 1e-2 / 1e-4).
     """
 
     name = "hexplane"

@@ -58,6 +58,8 @@ class MLPExpert(DeformationExpert):
     static. The canonical position enters the network detached, as published. The scale delta acts on the
     log-scale so scales stay positive. During the first ``warmup_fraction`` of training (``step_schedule``)
     the deformation is switched off, as in the published static warm-up (3k of 40k iterations).
+    The network's learning rate is the published 8e-4; ``moegs demo`` and ``moegs train`` multiply it by
+    ``ExperimentConfig.network_lr_scale`` (default 3) for their short budgets.
     """
 
     name = "mlp"

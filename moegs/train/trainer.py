@@ -225,7 +225,9 @@ class Trainer:
         if [s.get("name", "") for s in ck["experts"]] != names:
             raise ValueError(f"checkpoint {self.checkpoint} holds experts {[s.get('name') for s in ck['experts']]}, "
                              f"this run trains {names}")
-        changed = sorted(k for k, v in asdict(self.cfg).items() if ck.get("config", {}).get(k, v) != v)
+        # a setting missing from an older checkpoint had its default then
+        saved = {**asdict(TrainConfig()), **ck.get("config", {})}
+        changed = sorted(k for k, v in asdict(self.cfg).items() if saved.get(k, v) != v)
         if changed:
             raise ValueError(f"checkpoint {self.checkpoint} was written with other settings ({', '.join(changed)}); "
                              "resume with the same settings, or use a new output folder")

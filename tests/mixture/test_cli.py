@@ -107,7 +107,7 @@ def test_cli_errors(tmp_path, capsys):
             build_parser().parse_args(["train", "--data", "x", "--out", "y", "--network-lr-scale", bad])
     args = build_parser().parse_args(["train", "--data", "x", "--out", "y", "--network-lr-scale", "2.5"])
     assert args.network_lr_scale == 2.5
-    assert build_parser().parse_args(["demo", "--out", "y"]).network_lr_scale == 10.0
+    assert build_parser().parse_args(["demo", "--out", "y"]).network_lr_scale == 3.0
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "not found" in capsys.readouterr().err
     for cmd in ("demo", "train", "render", "eval"):

@@ -71,7 +71,7 @@ def test_network_lr_scale_multiplies_only_network_groups(mode):
 def test_experiment_config_passes_its_network_lr_scale():
     from moegs.experiment import ExperimentConfig
 
-    assert ExperimentConfig().train_config(100).network_lr_scale == 10.0
+    assert ExperimentConfig().train_config(100).network_lr_scale == 3.0
     assert ExperimentConfig(network_lr_scale=1.0).train_config(100, densify=False).network_lr_scale == 1.0
 
 
@@ -131,6 +131,21 @@ def test_resume_equals_uninterrupted(tmp_path, mode):
         assert full.experts[0].num_gaussians != 60  # densification ran (and was replayed exactly)
     else:
         assert all(torch.equal(a, b) for a, b in zip(full.router.parameters(), resumed.router.parameters()))
+
+
+def test_a_setting_missing_from_an_older_checkpoint_counts_as_its_default(tmp_path):
+    path = os.path.join(tmp_path, "ck.pt")
+    Trainer("expert", [ToyExpert(seed=1)], toy_scene(), _cfg(densify=False), checkpoint=path).run(
+        stop_after=4, progress=False)
+    ck = load_checkpoint(path)
+    del ck["config"]["network_lr_scale"]  # as written before the setting existed
+    save_atomic(ck, path)
+    with pytest.raises(ValueError, match="network_lr_scale"):
+        Trainer("expert", [ToyExpert(seed=1)], toy_scene(), _cfg(densify=False, network_lr_scale=10.0),
+                checkpoint=path).run(resume=True, progress=False)
+    tr = Trainer("expert", [ToyExpert(seed=1)], toy_scene(), _cfg(densify=False), checkpoint=path)
+    tr.run(resume=True, progress=False)
+    assert tr.step == 8
 
 
 def test_atomic_checkpoint(tmp_path, monkeypatch):
