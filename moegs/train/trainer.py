@@ -227,7 +227,7 @@ class Trainer:
                              f"this run trains {names}")
         # a setting missing from an older checkpoint had its default then
         saved = {**asdict(TrainConfig()), **ck.get("config", {})}
-        changed = sorted(k for k, v in asdict(self.cfg).items() if saved.get(k, v) != v)
+        changed = sorted(k for k, v in asdict(self.cfg).items() if saved[k] != v)
         if changed:
             raise ValueError(f"checkpoint {self.checkpoint} was written with other settings ({', '.join(changed)}); "
                              "resume with the same settings, or use a new output folder")
